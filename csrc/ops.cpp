@@ -1,0 +1,43 @@
+// The operator schemas, nothing else. Kernels: csrc/cpu/layers_cpu.cpp (CPU) and
+// csrc/cuda/layers_cuda.cpp (CUDA); fake kernels and autograd: rnnkernels/_ops.py.
+//
+// Every layer operator runs one direction of one layer over time-major packed rows:
+//   input [N, I] with batch_sizes [T] (int64, CPU, non-increasing, summing to N), h0 [B, P],
+//   c0 [B, H], w_ih [G*H, I], w_hh [G*H, P], b_ih and b_hh [G*H], w_hr [P, H];
+//   G = 4 (LSTM), 3 (GRU), 1 (RNN); P = proj_size with w_hr, else H; B = batch_sizes[0].
+// `reserve` holds what the backward needs beyond the output (empty when train=False).
+// A backward operator returns an empty tensor as the gradient of an absent bias or w_hr.
+#include <torch/library.h>
+
+TORCH_LIBRARY(rnnkernels, m) {
+  m.def(
+      "lstm_layer(Tensor input, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse, bool train) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor reserve)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor batch_sizes, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? w_hr, Tensor output, Tensor reserve, bool reverse) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_w_ih, "
+      "Tensor grad_w_hh, Tensor grad_b_ih, Tensor grad_b_hh, Tensor grad_w_hr)");
+  m.def(
+      "gru_layer(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, bool reverse, bool train) "
+      "-> (Tensor output, Tensor h_n, Tensor reserve)");
+  m.def(
+      "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, "
+      "Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "Tensor output, Tensor reserve, bool reverse) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "rnn_layer(Tensor input, Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? b_ih, Tensor? b_hh, str nonlinearity, bool reverse, bool train) "
+      "-> (Tensor output, Tensor h_n, Tensor reserve)");
+  m.def(
+      "rnn_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, "
+      "Tensor batch_sizes, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+      "str nonlinearity, Tensor output, bool reverse) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
+      "Tensor grad_b_ih, Tensor grad_b_hh)");
+}
