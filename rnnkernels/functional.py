@@ -1,0 +1,143 @@
+"""Functional forms of the multi-layer LSTM, GRU and RNN.
+
+Each takes the input once, normalises it to time-major packed rows plus ``batch_sizes`` (a
+padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free view), and runs
+one ``torch.ops.rnnkernels.*_layer`` per layer and direction, with dropout between layers.
+
+Arguments (as ``torch._VF.lstm`` & co.):
+
+- ``input``: ``[T, B, I]`` (``[B, T, I]`` if ``batch_first``), or packed rows ``[N, I]`` when
+  ``batch_sizes`` (``[T]``, int64, non-increasing, on the CPU) is given;
+- ``hx``: ``h0 [L*D, B, P]`` (for LSTM a tuple ``(h0, c0 [L*D, B, H])``), layer-major, in the
+  order of the packed batch;
+- ``weights``: the flat list of ``torch.nn.RNNBase._flat_weights``: per layer and direction
+  ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``.
+
+They return ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``) with ``output`` ``[T, B, D*P]``
+(``[B, T, D*P]`` if ``batch_first``, ``[N, D*P]`` when packed).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from ._ops import ops
+
+__all__ = ["lstm", "gru", "rnn"]
+
+
+def _needs_grad(tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _run(layer, input, batch_sizes, states, weights, bias, num_layers, dropout, training,
+         bidirectional, batch_first, projected):
+    """Runs ``layer(rows, batch_sizes, states, weights, reverse, train) -> (out, states)`` over
+    layers and directions. ``states``: list of ``[L*D, B, *]`` initial states."""
+    packed = batch_sizes is not None
+    if packed:
+        rows = input
+    else:
+        if batch_first:
+            input = input.transpose(0, 1)
+        steps, batch = input.shape[0], input.shape[1]
+        if steps == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        if batch == 0:
+            return _empty_batch(input, states, bidirectional, batch_first)
+        rows = input.reshape(steps * batch, input.shape[2])
+        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
+
+    directions = 2 if bidirectional else 1
+    per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
+    train = _needs_grad([input, *states, *weights])
+    states = [s.contiguous() for s in states]
+    finals = [[] for _ in states]
+    layer_input = rows.contiguous()
+    for layer_index in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            index = layer_index * directions + direction
+            params = [w.contiguous() for w in weights[index * per_layer : (index + 1) * per_layer]]
+            out, new_states = layer(layer_input, batch_sizes, [s[index] for s in states], params,
+                                    direction == 1, train)
+            outputs.append(out)
+            for final, state in zip(finals, new_states):
+                final.append(state)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, 1)
+        if dropout > 0 and training and layer_index < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+
+    finals = [torch.stack(f) for f in finals]
+    output = layer_input
+    if not packed:
+        output = output.view(steps, batch, output.shape[1])
+        if batch_first:
+            output = output.transpose(0, 1)
+    return output, finals
+
+
+def _empty_batch(input, states, bidirectional, batch_first):
+    """A batch of 0 sequences: empty outputs of the right shapes (the operators need rows)."""
+    directions = 2 if bidirectional else 1
+    width = states[0].shape[-1] * directions
+    output = input.new_empty((input.shape[0], 0, width))
+    if batch_first:
+        output = output.transpose(0, 1)
+    return output, [s.clone() for s in states]
+
+
+def _split(params, bias, projected):
+    """(w_ih, w_hh, b_ih, b_hh, w_hr) from one layer-direction's weights."""
+    w_ih, w_hh = params[0], params[1]
+    b_ih, b_hh = (params[2], params[3]) if bias else (None, None)
+    w_hr = params[-1] if projected else None
+    return w_ih, w_hh, b_ih, b_hh, w_hr
+
+
+def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+         bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer LSTM; a projection (``proj_size``) is present when each layer-direction has a
+    ``w_hr`` in ``weights``. Returns ``(output, (h_n, c_n))``."""
+    directions = 2 if bidirectional else 1
+    projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
+
+    def layer(rows, sizes, states, params, reverse, train):
+        w_ih, w_hh, b_ih, b_hh, w_hr = _split(params, bias, projected)
+        out, h_n, c_n, _ = ops.lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih,
+                                          b_hh, w_hr, reverse, train)
+        return out, (h_n, c_n)
+
+    output, (h_n, c_n) = _run(layer, input, batch_sizes, list(hx), weights, bias, num_layers,
+                              dropout, training, bidirectional, batch_first, projected)
+    return output, (h_n, c_n)
+
+
+def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer GRU. Returns ``(output, h_n)``."""
+
+    def layer(rows, sizes, states, params, reverse, train):
+        w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
+        out, h_n, _ = ops.gru_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, reverse,
+                                    train)
+        return out, (h_n,)
+
+    output, (h_n,) = _run(layer, input, batch_sizes, [hx], weights, bias, num_layers, dropout,
+                          training, bidirectional, batch_first, False)
+    return output, h_n
+
+
+def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropout=0.0,
+        training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer Elman RNN, ``nonlinearity`` ``"tanh"`` or ``"relu"``. Returns
+    ``(output, h_n)``."""
+
+    def layer(rows, sizes, states, params, reverse, train):
+        w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
+        out, h_n, _ = ops.rnn_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh,
+                                    nonlinearity, reverse, train)
+        return out, (h_n,)
+
+    output, (h_n,) = _run(layer, input, batch_sizes, [hx], weights, bias, num_layers, dropout,
+                          training, bidirectional, batch_first, False)
+    return output, h_n
