@@ -3,6 +3,7 @@
 
 import glob
 import os
+import platform
 
 import torch
 from setuptools import find_packages, setup
@@ -15,10 +16,55 @@ def sources(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def cuda_toolkit_found():
+    # torch takes CUDA_HOME from the environment, else guesses it from the nvcc on PATH; a wrapper
+    # script there (as on the project's machines) yields a directory without the toolkit's headers.
+    return CUDA_HOME is not None and os.path.isfile(
+        os.path.join(CUDA_HOME, "include", "cuda_runtime.h")
+    )
+
+
 def build_cuda():
     if os.environ.get("FORCE_CUDA", "0") == "1":
+        if not cuda_toolkit_found():
+            raise RuntimeError(
+                f"FORCE_CUDA=1 but CUDA_HOME={CUDA_HOME!r} holds no CUDA toolkit "
+                "(include/cuda_runtime.h): set CUDA_HOME to the toolkit's directory"
+            )
         return True
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    return torch.version.cuda is not None and cuda_toolkit_found()
+
+
+# Sources compiled with extra instruction sets; csrc/cpu/pointwise.cpp picks among them at run time
+# (x86-64 only: elsewhere they compile to nothing).
+ISA_FLAGS = {
+    "csrc/cpu/pointwise_avx2.cpp": ["-mavx2", "-mfma", "-mf16c"],
+    "csrc/cpu/pointwise_avx512.cpp": [
+        "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c",
+    ],
+}
+IS_X86_64 = platform.machine() in ("x86_64", "AMD64")
+
+
+class BuildWithIsaFlags(BuildExtension):
+    """BuildExtension, plus per-file flags: compiles the ISA_FLAGS sources first, each with its
+    own flags, and links their objects into the extension."""
+
+    def build_extension(self, ext):
+        isa_sources = [s for s in ext.sources if s in ISA_FLAGS]
+        ext.sources = [s for s in ext.sources if s not in ISA_FLAGS]
+        args = ext.extra_compile_args
+        base = list(args["cxx"] if isinstance(args, dict) else args)
+        for source in isa_sources:
+            flags = base + (ISA_FLAGS[source] if IS_X86_64 else [])
+            ext.extra_objects += self.compiler.compile(
+                [source],
+                output_dir=self.build_temp,
+                macros=ext.define_macros,
+                include_dirs=ext.include_dirs,
+                extra_postargs={"cxx": flags} if isinstance(args, dict) else flags,
+            )
+        super().build_extension(ext)
 
 
 cxx_flags = ["-O3"]
@@ -27,8 +73,9 @@ if build_cuda():
     extension = CUDAExtension(
         "rnnkernels._C",
         common + sources("csrc/cuda/*.cpp") + sources("csrc/kernels/*.cu"),
-        define_macros=[("RNNKERNELS_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "--use_fast_math"]},
+        # No --use_fast_math: the step kernels are memory-bound, so approximate exp/tanh and
+        # flushed denormals would cost accuracy against torch.nn and buy no speed.
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
     )
 else:
     extension = CppExtension("rnnkernels._C", common, extra_compile_args={"cxx": cxx_flags})
@@ -39,7 +86,7 @@ setup(
     description="Fused LSTM, GRU and RNN kernels for PyTorch, drop-in for torch.nn",
     packages=find_packages(include=["rnnkernels", "rnnkernels.*"]),
     ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtension},
+    cmdclass={"build_ext": BuildWithIsaFlags},
     python_requires=">=3.9",
     install_requires=["torch", "numpy"],
 )

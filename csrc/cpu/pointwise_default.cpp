@@ -1,0 +1,3 @@
+// The pointwise kernels for any x86-64 (or other) CPU: at::vec's portable implementation.
+#define RNNKERNELS_ISA isa_default
+#include "pointwise_kernels.h"
