@@ -1,0 +1,79 @@
+// What every pointwise step kernel (lstm.cu, gru.cu, rnn.cu) shares: the compute type, loads and
+// stores that convert to it, the element loop, and the one place that turns a problem size into
+// a grid. Torch-free; for .cu files only (it launches with <<<>>>).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+namespace rnnkernels {
+namespace kernels {
+
+// The type the cell math runs in: float for the half types (their range and precision are too
+// small for the cell state update), double for double.
+template <typename T>
+struct ComputeType {
+  using type = float;
+};
+template <>
+struct ComputeType<double> {
+  using type = double;
+};
+template <typename T>
+using compute_t = typename ComputeType<T>::type;
+
+// Explicit conversion intrinsics rather than __half's conversion operators: torch's extension
+// build defines __CUDA_NO_HALF_CONVERSIONS__ and __CUDA_NO_BFLOAT16_CONVERSIONS__, which remove
+// those operators.
+__device__ __forceinline__ float load(const float* p) { return *p; }
+__device__ __forceinline__ double load(const double* p) { return *p; }
+__device__ __forceinline__ float load(const __half* p) { return __half2float(*p); }
+__device__ __forceinline__ float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
+
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(double* p, double v) { *p = v; }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// Every kernel handles one (row, hidden unit) element per iteration of a grid-stride loop over
+// batch * H elements. Indices are int64_t: a step's batch * 4H can pass 2^31.
+template <typename Body>
+__device__ __forceinline__ void for_each_element(int64_t batch, int64_t hidden, const Body& body) {
+  const int64_t elements = batch * hidden;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < elements;
+       e += stride) {
+    const int64_t row = e / hidden;
+    body(row, e - row * hidden, e);
+  }
+}
+
+// Gate k of element (row, unit) in a [batch, gates * H] row-major buffer.
+__device__ __forceinline__ int64_t gate_index(int64_t row, int64_t unit, int64_t gates,
+                                              int64_t k, int64_t hidden) {
+  return row * gates * hidden + k * hidden + unit;
+}
+
+// 256 threads: the kernels are memory-bound with few registers, so any multiple of the warp size
+// reaches full occupancy; 256 keeps small steps spread over many SMs.
+constexpr int kThreadsPerBlock = 256;
+// The grid-stride loop lets the grid stop growing here: 65536 blocks of 256 threads are 16.7M
+// threads, far above the ~270K an H100 keeps resident, so no launch loses parallelism, and the
+// grid stays inside gridDim.x's limit at any size.
+constexpr int64_t kMaxBlocks = 65536;
+
+// Launches `kernel(params)` over `elements` elements on `stream`; returns the launch's error.
+template <typename Params>
+cudaError_t launch_elementwise(void (*kernel)(Params), int64_t elements, const Params& params,
+                               cudaStream_t stream) {
+  if (elements == 0) return cudaSuccess;
+  const int64_t blocks = (elements + kThreadsPerBlock - 1) / kThreadsPerBlock;
+  const unsigned grid = static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+  kernel<<<grid, kThreadsPerBlock, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+}  // namespace kernels
+}  // namespace rnnkernels
