@@ -4,6 +4,9 @@
 import glob
 import os
 import platform
+import re
+import sys
+import warnings
 
 import torch
 from setuptools import find_packages, setup
@@ -67,8 +70,38 @@ class BuildWithIsaFlags(BuildExtension):
         super().build_extension(ext)
 
 
+def find_onednn():
+    """oneDNN >= 3 (headers + libdnnl): RNNKERNELS_ONEDNN_ROOT, else this Python's prefix, where
+    `pip install onednn-cpu-gomp onednn-devel-cpu-gomp` puts them. The GNU OpenMP build matters:
+    torch's libgomp is then the only OpenMP runtime in the process."""
+    for root in filter(None, [os.environ.get("RNNKERNELS_ONEDNN_ROOT"), sys.prefix]):
+        version = os.path.join(root, "include", "oneapi", "dnnl", "dnnl_version.h")
+        library = os.path.join(root, "lib", "libdnnl.so")
+        if os.path.exists(version) and os.path.exists(library):
+            major = re.search(r"#define DNNL_VERSION_MAJOR (\d+)", open(version).read())
+            if major and int(major.group(1)) >= 3:
+                return root
+    return None
+
+
 cxx_flags = ["-O3"]
 common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+onednn = find_onednn()
+extension_options = {}
+if onednn:
+    extension_options = dict(
+        include_dirs=[os.path.join(onednn, "include")],
+        library_dirs=[os.path.join(onednn, "lib")],
+        libraries=["dnnl"],
+        runtime_library_dirs=[os.path.join(onednn, "lib")],
+        define_macros=[("RNNKERNELS_WITH_ONEDNN", "1")],
+    )
+else:
+    common.remove("csrc/cpu/onednn_gemm.cpp")
+    warnings.warn(
+        "rnnkernels: oneDNN >= 3 not found, float32 CPU GEMMs will use ATen's (slower). "
+        "`pip install onednn-cpu-gomp onednn-devel-cpu-gomp` before building to use it."
+    )
 if build_cuda():
     extension = CUDAExtension(
         "rnnkernels._C",
@@ -76,9 +109,12 @@ if build_cuda():
         # No --use_fast_math: the step kernels are memory-bound, so approximate exp/tanh and
         # flushed denormals would cost accuracy against torch.nn and buy no speed.
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+        **extension_options,
     )
 else:
-    extension = CppExtension("rnnkernels._C", common, extra_compile_args={"cxx": cxx_flags})
+    extension = CppExtension(
+        "rnnkernels._C", common, extra_compile_args={"cxx": cxx_flags}, **extension_options
+    )
 
 setup(
     name="rnnkernels",

@@ -110,10 +110,6 @@ void check_backward_arg(const char* op, const char* name, const at::Tensor& tens
   check_tensor(op, name, tensor, like, shape);
 }
 
-at::Tensor project_input(const at::Tensor& input, const at::Tensor& w_ih, const at::Tensor& bias) {
-  return bias.defined() ? at::addmm(bias, input, w_ih.t()) : at::mm(input, w_ih.t());
-}
-
 at::Tensor sum_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b) {
   if (a.has_value() && b.has_value()) return *a + *b;
   if (a.has_value()) return *a;

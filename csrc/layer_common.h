@@ -62,14 +62,6 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
 void check_backward_arg(const char* op, const char* name, const at::Tensor& tensor,
                         const at::Tensor& like, at::IntArrayRef shape);
 
-// out = a b, written into `out` (usually a view into a preallocated buffer).
-inline void mm_into(at::Tensor out, const at::Tensor& a, const at::Tensor& b) {
-  at::mm_out(out, a, b);
-}
-
-// x W_ih^T + bias for every row in one GEMM; `bias` may be undefined.
-at::Tensor project_input(const at::Tensor& input, const at::Tensor& w_ih, const at::Tensor& bias);
-
 // The sum of the biases that are present, or an undefined tensor when neither is.
 at::Tensor sum_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b);
 

@@ -1,15 +1,18 @@
 // The layer operators' step loops, written once for both backends.
 //
-// A Backend supplies only the fused pointwise step of each cell (csrc/cpu/pointwise.h runs it
-// on the CPU, csrc/cuda/pointwise.h launches the CUDA kernels on the current stream):
+// A Backend supplies the fused pointwise step of each cell (csrc/cpu/pointwise.h runs it on the
+// CPU, csrc/cuda/ launches the CUDA kernels on the current stream) and its GEMMs:
 //   template <typename T> static void lstm_forward(const LSTMForwardParams<T>&);
 //   template <typename T> static void lstm_backward(const LSTMBackwardParams<T>&);
 //   template <typename T> static void gru_forward(const GRUForwardParams<T>&);
 //   template <typename T> static void gru_backward(const GRUBackwardParams<T>&);
 //   template <typename T, bool Relu> static void rnn_forward(const RNNForwardParams<T>&);
 //   template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>&);
-// Everything else is ATen: the GEMMs go to the tensors' device (MKL/oneDNN on CPU, cuBLAS on the
-// current CUDA stream) and nothing here reads device memory, so no host synchronisation.
+//   template <typename T> using RecurrentGemm = ...;  // as ATenRecurrentGemm (aten_gemm.h)
+//   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
+//     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views
+// Everything else is ATen on the tensors' device; nothing here reads device memory, so there is
+// no host synchronisation.
 //
 // The recipe (DESIGN.md): one GEMM projects the input of every step; per step one GEMM
 // h_{t-1} W_hh^T into a preallocated buffer and one fused pointwise pass; the backward walks the
@@ -24,9 +27,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <optional>
 #include <string>
 #include <tuple>
 
+#include "aten_gemm.h"
 #include "kernels/params.h"
 #include "layer_common.h"
 
@@ -36,6 +41,7 @@ template <typename T>
 T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
+
 
 // Returns output [N, P], h_n [B, P], c_n [B, H], reserve [N, 5H] (i, f, g, o, c per row; [0] when
 // !train).
@@ -52,21 +58,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
   const bool projected = w_hr.has_value();
 
   // LSTM adds both biases at the same place, so they fold into the input projection.
-  const at::Tensor xproj = project_input(input, w_ih, sum_biases(b_ih, b_hh));  // [N, 4H]
+  const at::Tensor xproj = Backend::addmm(sum_biases(b_ih, b_hh), input, w_ih.t());  // [N, 4H]
   at::Tensor output = at::empty({s.rows, s.state}, input.options());
   at::Tensor h = h0.clone();  // [B, P] state, ends as h_n
   at::Tensor c = c0.clone();  // [B, H] state, ends as c_n
   at::Tensor hproj = at::empty({s.batch, 4 * H}, input.options());
   at::Tensor reserve = at::empty({train ? s.rows : 0, 5 * H}, input.options());
   at::Tensor h_unprojected = projected ? at::empty({s.batch, H}, input.options()) : at::Tensor();
-  const at::Tensor w_hh_t = w_hh.t();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer", [&] {
+    using Gemm = typename Backend::template RecurrentGemm<scalar_t>;
+    Gemm recurrent(w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
+    std::optional<Gemm> projection;
+    if (projected) {
+      projection.emplace(*w_hr, /*transposed=*/true, s.batch, schedule.steps(),
+                         /*accumulate=*/false);
+    }
     for (int64_t k = 0; k < schedule.steps(); ++k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
-      mm_into(hproj.narrow(0, 0, rows), h.narrow(0, 0, rows), w_hh_t);
+      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
       LSTMForwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;
@@ -78,9 +90,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
       p.reserve = train ? reserve.data_ptr<scalar_t>() + offset * 5 * H : nullptr;
       Backend::template lstm_forward<scalar_t>(p);
       if (projected) {
-        const at::Tensor out_rows = output.narrow(0, offset, rows);
-        mm_into(out_rows, h_unprojected.narrow(0, 0, rows), w_hr->t());
-        h.narrow(0, 0, rows).copy_(out_rows);
+        projection->run(h_unprojected.data_ptr<scalar_t>(),
+                        output.data_ptr<scalar_t>() + offset * s.state, rows);
+        h.narrow(0, 0, rows).copy_(output.narrow(0, offset, rows));
       }
     }
   });
@@ -125,6 +137,13 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h_unprojected = projected ? at::empty({s.batch, H}, input.options()) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+    using Gemm = typename Backend::template RecurrentGemm<scalar_t>;
+    Gemm recurrent(w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/false);
+    std::optional<Gemm> projection;
+    if (projected) {
+      projection.emplace(*w_hr, /*transposed=*/false, s.batch, schedule.steps(),
+                         /*accumulate=*/false);
+    }
     for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
@@ -145,7 +164,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       if (projected) {
         at::Tensor grad_h_step = grad_h_rows.narrow(0, offset, rows);
         at::add_out(grad_h_step, grad_h.narrow(0, 0, rows), grad_output.narrow(0, offset, rows));
-        mm_into(grad_h_unprojected.narrow(0, 0, rows), grad_h_step, *w_hr);
+        projection->run(grad_h_step.data_ptr<scalar_t>(), grad_h_unprojected.data_ptr<scalar_t>(),
+                        rows);
         p.grad_h = grad_h_unprojected.data_ptr<scalar_t>();
         p.grad_output = nullptr;
         p.h = h_unprojected.data_ptr<scalar_t>() + offset * H;
@@ -155,21 +175,21 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
         p.h = nullptr;
       }
       Backend::template lstm_backward<scalar_t>(p);
-      mm_into(grad_h.narrow(0, 0, rows), grad_gates.narrow(0, offset, rows), w_hh);
+      recurrent.run(p.grad_gates, grad_h.data_ptr<scalar_t>(), rows);
     }
   });
 
-  const at::Tensor grad_input = at::mm(grad_gates, w_ih);
   const at::Tensor grad_gates_t = grad_gates.t();
   const at::Tensor grad_bias = grad_gates.sum(0);
-  return {grad_input,
+  return {Backend::addmm({}, grad_gates, w_ih),
           grad_h,
           grad_c,
-          at::mm(grad_gates_t, input),
-          at::mm(grad_gates_t, h_prev),
+          Backend::addmm({}, grad_gates_t, input),
+          Backend::addmm({}, grad_gates_t, h_prev),
           grad_or_empty(b_ih, grad_bias),
           grad_or_empty(b_hh, b_ih.has_value() ? grad_bias.clone() : grad_bias),
-          projected ? at::mm(grad_h_rows.t(), h_unprojected) : at::empty({0}, input.options())};
+          projected ? Backend::addmm({}, grad_h_rows.t(), h_unprojected)
+                    : at::empty({0}, input.options())};
 }
 
 // Returns output [N, H], h_n [B, H], reserve [N, 4H] (r, z, n, W_hn h + b_hn per row; [0] when
@@ -191,19 +211,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer(
     b_hh_rz = at::cat({b_hh->narrow(0, 0, 2 * H), at::zeros({H}, b_hh->options())});
     b_hn = b_hh->narrow(0, 2 * H, H).contiguous();
   }
-  const at::Tensor xproj = project_input(input, w_ih, sum_biases(b_ih, b_hh_rz));  // [N, 3H]
+  const at::Tensor xproj = Backend::addmm(sum_biases(b_ih, b_hh_rz), input, w_ih.t());  // [N, 3H]
   at::Tensor output = at::empty({s.rows, H}, input.options());
   at::Tensor h = h0.clone();  // [B, H] state, ends as h_n
   at::Tensor hproj = at::empty({s.batch, 3 * H}, input.options());
   at::Tensor reserve = at::empty({train ? s.rows : 0, 4 * H}, input.options());
-  const at::Tensor w_hh_t = w_hh.t();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "gru_layer", [&] {
+    typename Backend::template RecurrentGemm<scalar_t> recurrent(
+        w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
     for (int64_t k = 0; k < schedule.steps(); ++k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
-      mm_into(hproj.narrow(0, 0, rows), h.narrow(0, 0, rows), w_hh_t);
+      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
       GRUForwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;
@@ -246,6 +267,9 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+    // Accumulates: the pointwise pass leaves the part of dL/dh_{t-1} that bypasses W_hh there.
+    typename Backend::template RecurrentGemm<scalar_t> recurrent(
+        w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/true);
     for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
@@ -261,14 +285,14 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       p.grad_gates_x = grad_gates_x.data_ptr<scalar_t>() + offset * 3 * H;
       p.grad_gates_h = grad_gates_h.data_ptr<scalar_t>() + offset * 3 * H;
       Backend::template gru_backward<scalar_t>(p);
-      grad_h.narrow(0, 0, rows).addmm_(grad_gates_h.narrow(0, offset, rows), w_hh);
+      recurrent.run(p.grad_gates_h, grad_h.data_ptr<scalar_t>(), rows);
     }
   });
 
-  return {at::mm(grad_gates_x, w_ih),
+  return {Backend::addmm({}, grad_gates_x, w_ih),
           grad_h,
-          at::mm(grad_gates_x.t(), input),
-          at::mm(grad_gates_h.t(), h_prev),
+          Backend::addmm({}, grad_gates_x.t(), input),
+          Backend::addmm({}, grad_gates_h.t(), h_prev),
           grad_or_empty(b_ih, grad_gates_x.sum(0)),
           grad_or_empty(b_hh, grad_gates_h.sum(0))};
 }
@@ -292,18 +316,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer(
   const StepSchedule schedule(batch_sizes, reverse);
   const int64_t H = s.hidden;
 
-  const at::Tensor xproj = project_input(input, w_ih, sum_biases(b_ih, b_hh));  // [N, H]
+  const at::Tensor xproj = Backend::addmm(sum_biases(b_ih, b_hh), input, w_ih.t());  // [N, H]
   at::Tensor output = at::empty({s.rows, H}, input.options());
   at::Tensor h = h0.clone();  // [B, H] state, ends as h_n
   at::Tensor hproj = at::empty({s.batch, H}, input.options());
-  const at::Tensor w_hh_t = w_hh.t();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer", [&] {
+    typename Backend::template RecurrentGemm<scalar_t> recurrent(
+        w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
     for (int64_t k = 0; k < schedule.steps(); ++k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
-      mm_into(hproj.narrow(0, 0, rows), h.narrow(0, 0, rows), w_hh_t);
+      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
       RNNForwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;
@@ -344,6 +369,8 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+    typename Backend::template RecurrentGemm<scalar_t> recurrent(
+        w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/false);
     for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
@@ -361,15 +388,15 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       } else {
         Backend::template rnn_backward<scalar_t, false>(p);
       }
-      mm_into(grad_h.narrow(0, 0, rows), grad_pre.narrow(0, offset, rows), w_hh);
+      recurrent.run(p.grad_pre, grad_h.data_ptr<scalar_t>(), rows);
     }
   });
 
   const at::Tensor grad_bias = grad_pre.sum(0);
-  return {at::mm(grad_pre, w_ih),
+  return {Backend::addmm({}, grad_pre, w_ih),
           grad_h,
-          at::mm(grad_pre.t(), input),
-          at::mm(grad_pre.t(), h_prev),
+          Backend::addmm({}, grad_pre.t(), input),
+          Backend::addmm({}, grad_pre.t(), h_prev),
           grad_or_empty(b_ih, grad_bias),
           grad_or_empty(b_hh, b_ih.has_value() ? grad_bias.clone() : grad_bias)};
 }

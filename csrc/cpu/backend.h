@@ -1,11 +1,30 @@
-// CPU backend of csrc/layers.h: the fused pointwise step of every cell, as loops over the rows
-// of a step (parallel over rows with at::parallel_for) and over the hidden units (vectorised
-// with at::vec for float and double), calling the cell math of csrc/kernels/cells.h.
+// CPU backend of csrc/layers.h: the fused pointwise step of every cell (pointwise.cpp, vectorised
+// per instruction set) and the GEMMs: oneDNN's matmul for float32 when the build found oneDNN
+// (onednn_gemm.h), ATen's (MKL) otherwise and for the other dtypes.
 #pragma once
 
+#include <ATen/ATen.h>
+
+#include "../aten_gemm.h"
 #include "../kernels/params.h"
 
+#ifdef RNNKERNELS_WITH_ONEDNN
+#include "onednn_gemm.h"
+#endif
+
 namespace rnnkernels {
+
+template <typename T>
+struct CPURecurrentGemm {
+  using type = ATenRecurrentGemm<T>;
+};
+
+#ifdef RNNKERNELS_WITH_ONEDNN
+template <>
+struct CPURecurrentGemm<float> {
+  using type = OneDnnRecurrentGemm;
+};
+#endif
 
 struct CPUBackend {
   template <typename T> static void lstm_forward(const LSTMForwardParams<T>& p);
@@ -14,6 +33,16 @@ struct CPUBackend {
   template <typename T> static void gru_backward(const GRUBackwardParams<T>& p);
   template <typename T, bool Relu> static void rnn_forward(const RNNForwardParams<T>& p);
   template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>& p);
+
+  template <typename T>
+  using RecurrentGemm = typename CPURecurrentGemm<T>::type;
+
+  static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+#ifdef RNNKERNELS_WITH_ONEDNN
+    if (a.scalar_type() == at::kFloat) return onednn_addmm(bias, a, b);
+#endif
+    return aten_addmm(bias, a, b);
+  }
 };
 
 }  // namespace rnnkernels

@@ -2,7 +2,7 @@
 #include <torch/library.h>
 
 #include "../layers.h"
-#include "pointwise.h"
+#include "backend.h"
 
 namespace rnnkernels {
 

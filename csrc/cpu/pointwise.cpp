@@ -1,6 +1,6 @@
 // CPUBackend: runs each pointwise step with the widest instruction set that both this build and
 // the CPU support, as ATen does (at::get_cpu_capability, which also honours ATEN_CPU_CAPABILITY).
-#include "pointwise.h"
+#include "backend.h"
 
 #include <ATen/Version.h>
 

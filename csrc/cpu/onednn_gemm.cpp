@@ -1,0 +1,190 @@
+#include "onednn_gemm.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/hash.h>
+
+#include <dnnl.hpp>
+
+#include <mutex>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+namespace rnnkernels {
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// A 2-D float32 matrix with the given element strides.
+memory::desc matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  return memory::desc({rows, cols}, memory::data_type::f32, memory::dims{row_stride, col_stride});
+}
+
+memory::desc row_major(int64_t rows, int64_t cols) { return matrix(rows, cols, cols, 1); }
+
+// Everything a matmul primitive depends on. The weights are plain (packed_rows == 0: their
+// strides), in the blocked layout oneDNN prefers for `packed_rows` rows, or (packed_rows == -1,
+// the primitive that chooses that layout) in format "any".
+struct MatmulKey {
+  int64_t m, k, n;
+  int64_t a_stride0, a_stride1;
+  int64_t b_stride0, b_stride1;
+  int64_t packed_rows;
+  bool bias, accumulate;
+  int threads;  // oneDNN splits the work for the thread count it was created with
+
+  auto tie() const {
+    return std::tie(m, k, n, a_stride0, a_stride1, b_stride0, b_stride1, packed_rows, bias,
+                    accumulate, threads);
+  }
+  bool operator==(const MatmulKey& other) const { return tie() == other.tie(); }
+};
+
+struct MatmulKeyHash {
+  size_t operator()(const MatmulKey& key) const { return c10::get_hash(key.tie()); }
+};
+
+struct Matmul {
+  dnnl::matmul primitive;
+  memory::desc weights;
+};
+
+dnnl::primitive_attr attributes(bool accumulate) {
+  dnnl::primitive_attr attr;
+  if (accumulate) {
+    dnnl::post_ops sum;
+    sum.append_sum(1.f);
+    attr.set_post_ops(sum);
+  }
+  return attr;
+}
+
+memory::desc weights_desc(const MatmulKey& key);
+
+Matmul create(const MatmulKey& key) {
+  const memory::desc a = matrix(key.m, key.k, key.a_stride0, key.a_stride1);
+  const memory::desc c = row_major(key.m, key.n);
+  const dnnl::primitive_attr attr = attributes(key.accumulate);
+  const memory::desc b = weights_desc(key);
+  const dnnl::matmul::primitive_desc pd =
+      key.bias ? dnnl::matmul::primitive_desc(cpu_engine(), a, b, row_major(1, key.n), c, attr)
+               : dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
+  return {dnnl::matmul(pd), pd.weights_desc()};
+}
+
+const Matmul& cached_matmul(const MatmulKey& key) {
+  // Recursive: creating a packed-weights primitive first looks up the layout chooser.
+  static std::recursive_mutex mutex;
+  static std::unordered_map<MatmulKey, Matmul, MatmulKeyHash> cache;
+  const std::lock_guard<std::recursive_mutex> lock(mutex);
+  auto found = cache.find(key);
+  if (found == cache.end()) found = cache.emplace(key, create(key)).first;
+  return found->second;
+}
+
+memory::desc weights_desc(const MatmulKey& key) {
+  if (key.packed_rows == 0) return matrix(key.k, key.n, key.b_stride0, key.b_stride1);
+  if (key.packed_rows < 0) {
+    return memory::desc({key.k, key.n}, memory::data_type::f32, memory::format_tag::any);
+  }
+  // The layout oneDNN picks for the largest step; every step uses it.
+  const MatmulKey chooser{key.packed_rows, key.k, key.n, key.k, 1, 0, 0, -1, false,
+                          key.accumulate, key.threads};
+  return cached_matmul(chooser).weights;
+}
+
+}  // namespace
+
+struct OneDnnRecurrentGemm::Impl {
+  struct Step {
+    dnnl::matmul primitive;
+    memory src, dst;
+    std::unordered_map<int, memory> args;
+  };
+
+  MatmulKey key;  // with m = max_rows; the steps differ in m
+  dnnl::stream stream{cpu_engine()};
+  memory weights;
+  std::vector<std::optional<Step>> steps;  // by row count, created on first use
+
+  Step& step(int64_t rows) {
+    std::optional<Step>& slot = steps[rows];
+    if (!slot) {
+      MatmulKey step_key = key;
+      step_key.m = rows;
+      step_key.a_stride0 = key.k;
+      const Matmul& matmul = cached_matmul(step_key);
+      Step s{matmul.primitive, memory(row_major(rows, key.k), cpu_engine(), DNNL_MEMORY_NONE),
+             memory(row_major(rows, key.n), cpu_engine(), DNNL_MEMORY_NONE), {}};
+      s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, s.dst}};
+      slot = std::move(s);
+    }
+    return *slot;
+  }
+};
+
+OneDnnRecurrentGemm::OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed,
+                                         int64_t max_rows, int64_t steps, bool accumulate)
+    : impl_(std::make_unique<Impl>()) {
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2,
+              "OneDnnRecurrentGemm: expected a contiguous 2-D float32 weight");
+  Impl& m = *impl_;
+  const int64_t k = transposed ? weight.size(1) : weight.size(0);
+  const int64_t n = transposed ? weight.size(0) : weight.size(1);
+  const int64_t b_stride0 = transposed ? 1 : n, b_stride1 = transposed ? k : 1;
+  // Reordering reads and writes the weight once; a single step does not win that back.
+  const bool pack = steps > 1;
+  m.key = {max_rows, k, n, k, 1, pack ? 0 : b_stride0, pack ? 0 : b_stride1,
+           pack ? max_rows : 0, false, accumulate, at::get_num_threads()};
+  const memory user(matrix(k, n, b_stride0, b_stride1), cpu_engine(), weight.data_ptr<float>());
+  if (pack) {
+    m.weights = memory(weights_desc(m.key), cpu_engine());
+    memory source = user;
+    dnnl::reorder(source, m.weights).execute(m.stream, source, m.weights);
+    m.stream.wait();
+  } else {
+    m.weights = user;
+  }
+  m.steps.resize(max_rows + 1);
+}
+
+OneDnnRecurrentGemm::~OneDnnRecurrentGemm() = default;
+
+void OneDnnRecurrentGemm::run(const float* a, float* c, int64_t rows) {
+  Impl::Step& s = impl_->step(rows);
+  s.src.set_data_handle(const_cast<float*>(a));
+  s.dst.set_data_handle(c);
+  s.primitive.execute(impl_->stream, s.args);
+}
+
+at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
+              "onednn_addmm: expected float32 matrices");
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  at::Tensor out = at::empty({m, n}, a.options());
+  if (m == 0 || n == 0) return out;
+  if (k == 0) return bias.defined() ? out.copy_(bias.expand({m, n})) : out.zero_();
+  const MatmulKey key{m, k, n, a.stride(0), a.stride(1), b.stride(0), b.stride(1), 0,
+                      bias.defined(), false, at::get_num_threads()};
+  const Matmul& matmul = cached_matmul(key);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, memory(matrix(m, k, a.stride(0), a.stride(1)), cpu_engine(), a.data_ptr())},
+      {DNNL_ARG_WEIGHTS, memory(matmul.weights, cpu_engine(), b.data_ptr())},
+      {DNNL_ARG_DST, memory(row_major(m, n), cpu_engine(), out.data_ptr())}};
+  at::Tensor bias_row;
+  if (bias.defined()) {
+    bias_row = bias.contiguous();
+    args.emplace(DNNL_ARG_BIAS, memory(row_major(1, n), cpu_engine(), bias_row.data_ptr()));
+  }
+  dnnl::stream stream(cpu_engine());
+  matmul.primitive.execute(stream, args);
+  return out;
+}
+
+}  // namespace rnnkernels

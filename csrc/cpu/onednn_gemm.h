@@ -1,0 +1,42 @@
+// float32 GEMMs through oneDNN's matmul, which on this project's AVX-512 machines runs about twice
+// as fast as ATen's at::mm (MKL, which does not use AVX-512 on AMD CPUs): see README's benchmark.
+// Built only when oneDNN's headers and library are found (setup.py: RNNKERNELS_WITH_ONEDNN).
+//
+// oneDNN compiles a kernel for every problem shape (hundreds of microseconds), so the matmul
+// primitives are cached by shape, process-wide; weights are never cached (a tensor's data can
+// change without its version counter knowing, e.g. through .data).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+
+namespace rnnkernels {
+
+// The per-step GEMM of a recurrence: C[rows, n] = A[rows, k] op(W) (C += ... with `accumulate`),
+// for one fixed weight and a row count that changes from step to step (packed batches). A and C
+// are contiguous row-major.
+//   weight: [n, k] used as W^T when `transposed` (x W^T, as in a linear layer), else [k, n].
+//   max_rows: the largest row count; steps: how many times it will run, which decides whether
+//   reordering the weight into oneDNN's blocked layout (one pass over it) pays off.
+class OneDnnRecurrentGemm {
+ public:
+  OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
+                      bool accumulate);
+  ~OneDnnRecurrentGemm();
+  OneDnnRecurrentGemm(const OneDnnRecurrentGemm&) = delete;
+  OneDnnRecurrentGemm& operator=(const OneDnnRecurrentGemm&) = delete;
+
+  void run(const float* a, float* c, int64_t rows);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n], for float32 CPU tensors of any 2-D
+// strides (a transposed view costs nothing). For the large once-per-layer GEMMs.
+at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
+
+}  // namespace rnnkernels
