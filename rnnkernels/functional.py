@@ -43,7 +43,7 @@ def _run(layer, input, batch_sizes, states, weights, bias, num_layers, dropout, 
         if steps == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         if batch == 0:
-            return _empty_batch(input, states, bidirectional, batch_first)
+            return _empty_batch(input, states, weights, bidirectional, batch_first)
         rows = input.reshape(steps * batch, input.shape[2])
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
 
@@ -76,14 +76,21 @@ def _run(layer, input, batch_sizes, states, weights, bias, num_layers, dropout, 
     return output, finals
 
 
-def _empty_batch(input, states, bidirectional, batch_first):
-    """A batch of 0 sequences: empty outputs of the right shapes (the operators need rows)."""
+def graph_link(tensors):
+    """A zero scalar that depends on every tensor given: added to an empty result, it keeps the
+    result connected to them (zero gradients), as torch.nn's results are."""
+    return sum(t.sum() for t in tensors if t is not None) * 0
+
+
+def _empty_batch(input, states, weights, bidirectional, batch_first):
+    """A batch of 0 sequences: empty outputs of torch.nn's shapes (the operators need rows)."""
     directions = 2 if bidirectional else 1
     width = states[0].shape[-1] * directions
-    output = input.new_empty((input.shape[0], 0, width))
+    link = graph_link([input, *states, *weights])
+    output = input.new_zeros((input.shape[0], 0, width)) + link
     if batch_first:
         output = output.transpose(0, 1)
-    return output, [s.clone() for s in states]
+    return output, [s + link for s in states]
 
 
 def _split(params, bias, projected):

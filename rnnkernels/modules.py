@@ -48,7 +48,7 @@ class _Recurrent(nn.RNNBase):
     def _check_state_dtype(self, input, hx):
         if hx.dtype != input.dtype:
             raise RuntimeError(
-                f"{self.mode}: expected hx to have the dtype of input ({input.dtype}), "
+                f"{type(self).__name__}: expected hx to have the dtype of input ({input.dtype}), "
                 f"got {hx.dtype}"
             )
 
@@ -136,6 +136,8 @@ class LSTM(_Recurrent):
         return hidden[0].squeeze(1), hidden[1].squeeze(1)
 
     def _check_state_dtype(self, input, hx):
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
         super()._check_state_dtype(input, hx[0])
         super()._check_state_dtype(input, hx[1])
 
@@ -263,7 +265,8 @@ class LSTMCell(nn.LSTMCell):
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         _check_cell(self, input, hx)
         if input.size(0) == 0:
-            ret = (hx[0].clone(), hx[1].clone())
+            link = functional.graph_link([input, *hx, *self.parameters()])
+            ret = (hx[0] + link, hx[1] + link)
         else:
             ret = _cell_step(self, input, hx, lambda x, sizes, states, train: ops.lstm_layer(
                 x, sizes, states[0], states[1], self.weight_ih, self.weight_hh, self.bias_ih,
@@ -304,5 +307,8 @@ def _single_state_cell(cell, input, hx, run):
     elif not is_batched:
         hx = hx.unsqueeze(0)
     _check_cell(cell, input, (hx,))
-    ret = hx.clone() if input.size(0) == 0 else _cell_step(cell, input, (hx,), run)
+    if input.size(0) == 0:
+        ret = hx + functional.graph_link([input, hx, *cell.parameters()])
+    else:
+        ret = _cell_step(cell, input, (hx,), run)
     return ret if is_batched else ret.squeeze(0)
