@@ -121,19 +121,4 @@ at::Tensor grad_or_empty(const std::optional<at::Tensor>& param, const at::Tenso
   return param.has_value() ? grad : at::empty({0}, grad.options());
 }
 
-void gather_previous_state(const StepSchedule& schedule, int64_t t, const at::Tensor& output,
-                           const at::Tensor& h0, at::Tensor& h_prev) {
-  const int64_t rows = schedule.size(t);
-  const int64_t continuing = schedule.continuing(t);
-  const int64_t offset = schedule.offset(t);
-  if (continuing > 0) {
-    h_prev.narrow(0, offset, continuing)
-        .copy_(output.narrow(0, schedule.offset(schedule.previous(t)), continuing));
-  }
-  if (continuing < rows) {
-    h_prev.narrow(0, offset + continuing, rows - continuing)
-        .copy_(h0.narrow(0, continuing, rows - continuing));
-  }
-}
-
 }  // namespace rnnkernels

@@ -68,9 +68,4 @@ at::Tensor sum_biases(const std::optional<at::Tensor>& a, const std::optional<at
 // A defined optional bias/weight's gradient, or an empty tensor standing for "none".
 at::Tensor grad_or_empty(const std::optional<at::Tensor>& param, const at::Tensor& grad);
 
-// Copies h_{t-1} of every row of step t into `h_prev` (rows of step t): rows that continue come
-// from the previous step's output rows, rows that start here from h0. Needed by dW_hh.
-void gather_previous_state(const StepSchedule& schedule, int64_t t, const at::Tensor& output,
-                           const at::Tensor& h0, at::Tensor& h_prev);
-
 }  // namespace rnnkernels

@@ -8,6 +8,7 @@
 //   template <typename T> static void gru_backward(const GRUBackwardParams<T>&);
 //   template <typename T, bool Relu> static void rnn_forward(const RNNForwardParams<T>&);
 //   template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>&);
+//   template <typename T> static void copy(T* dst, const T* src, int64_t count);
 //   template <typename T> using RecurrentGemm = ...;  // as ATenRecurrentGemm (aten_gemm.h)
 //   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 //     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views
@@ -40,6 +41,22 @@ namespace rnnkernels {
 template <typename T>
 T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// Copies h_{t-1} of every row of step t into `h_prev` ([N, P], rows of step t), for dW_hh: rows
+// that continue come from the previous step's output rows, rows that start here from h0.
+template <typename Backend, typename T>
+void gather_previous_state(const StepSchedule& schedule, int64_t t, const T* output, const T* h0,
+                           T* h_prev, int64_t width) {
+  const int64_t rows = schedule.size(t);
+  const int64_t continuing = schedule.continuing(t);
+  T* dst = h_prev + schedule.offset(t) * width;
+  if (continuing > 0) {
+    Backend::copy(dst, output + schedule.offset(schedule.previous(t)) * width, continuing * width);
+  }
+  if (continuing < rows) {
+    Backend::copy(dst + continuing * width, h0 + continuing * width, (rows - continuing) * width);
+  }
 }
 
 
@@ -92,7 +109,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
       if (projected) {
         projection->run(h_unprojected.data_ptr<scalar_t>(),
                         output.data_ptr<scalar_t>() + offset * s.state, rows);
-        h.narrow(0, 0, rows).copy_(output.narrow(0, offset, rows));
+        Backend::copy(h.data_ptr<scalar_t>(), output.data_ptr<scalar_t>() + offset * s.state,
+                      rows * s.state);
       }
     }
   });
@@ -149,7 +167,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
       const int64_t continuing = schedule.continuing(t);
-      gather_previous_state(schedule, t, output, h0, h_prev);
+      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
+                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
       LSTMBackwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;
@@ -274,7 +293,8 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
-      gather_previous_state(schedule, t, output, h0, h_prev);
+      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
+                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
       GRUBackwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;
@@ -375,7 +395,8 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       const int64_t t = schedule.step(k);
       const int64_t rows = schedule.size(t);
       const int64_t offset = schedule.offset(t);
-      gather_previous_state(schedule, t, output, h0, h_prev);
+      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
+                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
       RNNBackwardParams<scalar_t> p;
       p.batch = rows;
       p.hidden = H;

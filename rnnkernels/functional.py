@@ -67,7 +67,7 @@ def _run(layer, input, batch_sizes, states, weights, bias, num_layers, dropout, 
         if dropout > 0 and training and layer_index < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)
 
-    finals = [torch.stack(f) for f in finals]
+    finals = [f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals]
     output = layer_input
     if not packed:
         output = output.view(steps, batch, output.shape[1])

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstring>
+
 #include "../aten_gemm.h"
 #include "../kernels/params.h"
 
@@ -35,11 +37,20 @@ struct CPUBackend {
   template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>& p);
 
   template <typename T>
+  static void copy(T* dst, const T* src, int64_t count) {
+    std::memcpy(dst, src, count * sizeof(T));
+  }
+
+  template <typename T>
   using RecurrentGemm = typename CPURecurrentGemm<T>::type;
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
 #ifdef RNNKERNELS_WITH_ONEDNN
-    if (a.scalar_type() == at::kFloat) return onednn_addmm(bias, a, b);
+    // Below about 2^18 multiply-adds oneDNN's per-call cost outweighs its faster kernel.
+    constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
+    if (a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) >= kMinOneDnnWork) {
+      return onednn_addmm(bias, a, b);
+    }
 #endif
     return aten_addmm(bias, a, b);
   }

@@ -62,18 +62,20 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
   }
 };
 
-// Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. A step's rows are
-// independent, so they split across threads; the grain keeps small steps on one thread, where a
-// parallel region would cost more than it saves.
+// Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. The chunks are
+// independent, so they split across threads, by rows and within rows (a batch of one still
+// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread
+// (about a microsecond): a chunk is a few dozen flops per lane.
 template <typename T, typename Body>
 void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
   constexpr int64_t width = Lanes<T>::width;
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(hidden, 1));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      for (int64_t unit = 0; unit < hidden; unit += width) {
-        body(row, unit, std::min(width, hidden - unit));
-      }
+  constexpr int64_t grain = 1024 / width;
+  const int64_t chunks_per_row = (hidden + width - 1) / width;
+  at::parallel_for(0, batch * chunks_per_row, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t chunk = begin; chunk < end; ++chunk) {
+      const int64_t row = chunk / chunks_per_row;
+      const int64_t unit = (chunk - row * chunks_per_row) * width;
+      body(row, unit, std::min(width, hidden - unit));
     }
   });
 }
