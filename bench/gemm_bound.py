@@ -94,7 +94,8 @@ class GemmBound:
         if key not in self._seconds_per_shape:
             gemm = make_gemm(m, k, n, self.dtype, self.device)
             timer = Timer(stmt="gemm()", globals={"gemm": gemm}, num_threads=self.threads)
-            self._seconds_per_shape[key] = timer.blocked_autorange(
-                min_run_time=self.min_run_time
-            ).median
+            measurement = timer.blocked_autorange(min_run_time=self.min_run_time)
+            # The fastest block, not the median: this is a bound, and a block slowed by other
+            # load on the machine (multiplied by seq_len for per-step shapes) would loosen it.
+            self._seconds_per_shape[key] = min(measurement.times)
         return self._seconds_per_shape[key]

@@ -130,7 +130,7 @@ def metadata(args: argparse.Namespace, device: torch.device, budget: Budget) -> 
         "torch": torch.__version__,
         "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": shlex.join(["python", *sys.argv]),
         "rounds": budget.rounds,
         "min_run_time": budget.min_run_time,
     }
