@@ -120,7 +120,16 @@ def git_commit() -> str | None:
     return completed.stdout.strip()
 
 
-def metadata(args: argparse.Namespace, device: torch.device, budget: Budget) -> dict:
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none): other work running
+    beside the benchmark makes its timings noisy, with several threads per layer especially."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def metadata(args: argparse.Namespace, device: torch.device, budget: Budget, load: float) -> dict:
     return {
         "device": str(device),
         "device_name": device_name(device),
@@ -133,6 +142,7 @@ def metadata(args: argparse.Namespace, device: torch.device, budget: Budget) -> 
         "command": shlex.join(["python", *sys.argv]),
         "rounds": budget.rounds,
         "min_run_time": budget.min_run_time,
+        "load_average_at_start": load,
     }
 
 
@@ -166,6 +176,18 @@ class Progress:
             print(file=sys.stderr)
 
 
+def write_reports(stem: Path, info: dict, results: list) -> None:
+    """<stem>.json, .md and, with matplotlib, .png."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    plot = stem.with_suffix(".png")
+    report.write_json(stem.with_suffix(".json"), info, results)
+    plot_written = report.write_plot(plot, info, results)
+    report.write_markdown(
+        stem.with_suffix(".md"), info, results, plot.name if plot_written else None
+    )
+    print(f"written: {stem}.json, .md" + (", .png" if plot_written else ""), file=sys.stderr)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -174,6 +196,11 @@ def main(argv=None) -> None:
     budget = Budget(
         args.rounds or default_rounds, args.min_run_time or default_min_run_time, args.threads
     )
+    load = load_average()
+    if load is not None and load >= 1:
+        print(
+            f"warning: load average {load:.1f} before start: timings will be noisy", file=sys.stderr
+        )
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -187,19 +214,8 @@ def main(argv=None) -> None:
         progress.step()
     progress.close()
 
-    info = metadata(args, device, budget)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / device.type
-    report.write_json(stem.with_suffix(".json"), info, results)
-    plot_written = report.write_plot(stem.with_suffix(".png"), info, results)
-    report.write_markdown(
-        stem.with_suffix(".md"),
-        info,
-        results,
-        stem.with_suffix(".png").name if plot_written else None,
-    )
+    write_reports(args.out / device.type, metadata(args, device, budget, load), results)
     print(report.terminal_table(results))
-    print(f"\nwritten: {stem}.json, .md" + (", .png" if plot_written else ""))
 
 
 if __name__ == "__main__":
