@@ -54,10 +54,28 @@ def _reference_grads(forward, inputs, outputs_grads):
 
 # ---------------------------------------------------------------------------------------------
 # Fake kernels: output shapes from input shapes alone (batch_sizes is never read).
+#
+# They also serve as the operators' Meta kernels, which the dispatcher picks as soon as one
+# argument is a meta tensor, even among CPU ones: so they check devices as the real kernels do,
+# or a meta argument would get uninitialised CPU tensors back instead of an error.
+
+
+def _check_devices(op, input, batch_sizes, **tensors):
+    """The real kernels' device checks (csrc/layer_common.cpp): ``batch_sizes`` on the CPU,
+    every other tensor (None allowed) on the device of ``input``."""
+    if batch_sizes.device.type != "cpu":
+        raise RuntimeError(f"{op}: expected batch_sizes on the CPU (as in PackedSequence), got "
+                           f"{batch_sizes.device}")
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.device != input.device:
+            raise RuntimeError(f"{op}: expected {name} on device {input.device} (the device of "
+                               f"input), got {tensor.device}")
 
 
 @torch.library.register_fake("rnnkernels::lstm_layer")
 def _lstm_layer_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train):
+    _check_devices("lstm_layer", input, batch_sizes, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
     hidden = w_hh.shape[0] // 4
     state = w_hr.shape[0] if w_hr is not None else hidden
     rows = input.shape[0]
@@ -72,6 +90,9 @@ def _lstm_layer_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, r
 @torch.library.register_fake("rnnkernels::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
                               w_hh, b_ih, b_hh, w_hr, output, reserve, reverse):
+    _check_devices("lstm_layer_backward", input, batch_sizes, grad_output=grad_output,
+                   grad_h_n=grad_h_n, grad_c_n=grad_c_n, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
+                   b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, output=output, reserve=reserve)
     return tuple(
         t.new_empty(t.shape) if t is not None else input.new_empty((0,))
         for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -80,6 +101,8 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_size
 
 @torch.library.register_fake("rnnkernels::gru_layer")
 def _gru_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, train):
+    _check_devices("gru_layer", input, batch_sizes, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                   b_hh=b_hh)
     hidden = w_hh.shape[0] // 3
     rows = input.shape[0]
     return (
@@ -92,6 +115,9 @@ def _gru_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, tra
 @torch.library.register_fake("rnnkernels::gru_layer_backward")
 def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih,
                              b_hh, output, reserve, reverse):
+    _check_devices("gru_layer_backward", input, batch_sizes, grad_output=grad_output,
+                   grad_h_n=grad_h_n, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                   output=output, reserve=reserve)
     return tuple(
         t.new_empty(t.shape) if t is not None else input.new_empty((0,))
         for t in (input, h0, w_ih, w_hh, b_ih, b_hh)
@@ -100,6 +126,8 @@ def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih
 
 @torch.library.register_fake("rnnkernels::rnn_layer")
 def _rnn_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, train):
+    _check_devices("rnn_layer", input, batch_sizes, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
+                   b_hh=b_hh)
     return (
         input.new_empty((input.shape[0], w_hh.shape[0])),
         h0.new_empty(h0.shape),
@@ -110,6 +138,9 @@ def _rnn_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity
 @torch.library.register_fake("rnnkernels::rnn_layer_backward")
 def _rnn_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih,
                              b_hh, nonlinearity, output, reverse):
+    _check_devices("rnn_layer_backward", input, batch_sizes, grad_output=grad_output,
+                   grad_h_n=grad_h_n, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
+                   output=output)
     return tuple(
         t.new_empty(t.shape) if t is not None else input.new_empty((0,))
         for t in (input, h0, w_ih, w_hh, b_ih, b_hh)

@@ -15,6 +15,12 @@ Arguments (as ``torch._VF.lstm`` & co.):
 
 They return ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``) with ``output`` ``[T, B, D*P]``
 (``[B, T, D*P]`` if ``batch_first``, ``[N, D*P]`` when packed).
+
+Under ``torch.autocast`` for the input's device they follow torch.nn's cast policy: the input,
+states and weights are cast to the autocast dtype (float64 ones are left alone, as autocast does)
+and the operators run in it, accumulating in float32; the casts are part of the graph, so float32
+parameters get float32 gradients. The results come out in the dtypes torch.nn's give (see
+``autocast_state_dtype``).
 """
 
 import torch
@@ -23,6 +29,65 @@ import torch.nn.functional as F
 from ._ops import ops
 
 __all__ = ["lstm", "gru", "rnn"]
+
+
+def autocast_dtype(input):
+    """The dtype autocast runs ``input``'s recurrent layer in (``torch.get_autocast_dtype`` of its
+    device type), or None when autocast is off there or ``input`` is not eligible (autocast casts
+    only floating tensors other than float64)."""
+    device_type = input.device.type
+    if (input.is_floating_point() and input.dtype != torch.float64
+            and torch.amp.is_autocast_available(device_type)
+            and torch.is_autocast_enabled(device_type)):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def autocast_cast(tensors, dtype):
+    """``tensors`` (None allowed) cast to the autocast ``dtype`` where autocast would cast them:
+    floating, not float64. The casts are differentiable: gradients come back in each tensor's own
+    dtype."""
+    return [t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64
+            else t for t in tensors]
+
+
+def autocast_state_dtype(dtype, initial_state):
+    """The dtype torch.nn's result has, under autocast to ``dtype``, for a state that its cell
+    updates from its own previous value (LSTM's c, GRU's h). On CUDA torch.nn runs whole layers
+    and cells as autocast ops (cuDNN's RNN, ``lstm_cell`` & co. are on the lower-precision
+    list): everything comes out in ``dtype``. On the CPU only the GEMMs are autocast ops, and the
+    pointwise update ``f * c + ...`` / ``(1 - z) * n + z * h`` promotes to the initial state's
+    dtype, which then carries through every step (except where torch.nn's LSTM runs oneDNN's
+    RNN: ``_torch_nn_runs_onednn_lstm``)."""
+    if initial_state.device.type == "cpu":
+        return torch.promote_types(dtype, initial_state.dtype)
+    return dtype
+
+
+def _onednn_rnn_dtypes():
+    """The input dtypes for which torch.nn's CPU LSTM may use oneDNN's RNN (use_mkldnn in
+    aten/src/ATen/native/RNN.cpp), read once: torch.compile cannot trace these queries."""
+    if not torch.backends.mkldnn.is_available():
+        return frozenset()
+    dtypes = {torch.float32}
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        dtypes.add(torch.bfloat16)
+    if torch.ops.mkldnn._is_mkldnn_fp16_supported():
+        dtypes.add(torch.float16)
+    return frozenset(dtypes)
+
+
+_ONEDNN_RNN_DTYPES = _onednn_rnn_dtypes()
+
+
+def _torch_nn_runs_onednn_lstm(input, packed, projected):
+    """Whether torch.nn's LSTM runs ``input`` (before any autocast cast) through oneDNN's RNN,
+    whose op (``mkldnn_rnn_layer``) is on autocast's CPU lower-precision list, so that all its
+    results come out in the autocast dtype: a padded, unprojected LSTM on the CPU with oneDNN
+    enabled, in a dtype oneDNN takes (float16 only without grad mode)."""
+    return (input.device.type == "cpu" and not packed and not projected
+            and torch.backends.mkldnn.enabled and input.dtype in _ONEDNN_RNN_DTYPES
+            and (input.dtype != torch.float16 or not torch.is_grad_enabled()))
 
 
 def _needs_grad(tensors):
@@ -107,6 +172,17 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
     ``w_hr`` in ``weights``. Returns ``(output, (h_n, c_n))``."""
     directions = 2 if bidirectional else 1
     projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
+    autocast = autocast_dtype(input)
+    # torch.nn's result dtypes under autocast: all in the autocast dtype where it runs oneDNN's
+    # (or on CUDA cuDNN's) RNN; else the cell state keeps c0's dtype, and so does h = o * tanh(c)
+    # unless a projection GEMM follows.
+    state_dtype = None
+    if autocast is not None and not _torch_nn_runs_onednn_lstm(input, batch_sizes is not None,
+                                                               projected):
+        state_dtype = autocast_state_dtype(autocast, hx[1])
+    if autocast is not None:
+        input, *hx = autocast_cast([input, *hx], autocast)
+        weights = autocast_cast(weights, autocast)
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, w_hr = _split(params, bias, projected)
@@ -116,12 +192,21 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
 
     output, (h_n, c_n) = _run(layer, input, batch_sizes, list(hx), weights, bias, num_layers,
                               dropout, training, bidirectional, batch_first, projected)
+    if state_dtype is not None:
+        c_n = c_n.to(state_dtype)
+        if not projected:
+            output, h_n = output.to(state_dtype), h_n.to(state_dtype)
     return output, (h_n, c_n)
 
 
 def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
         bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer GRU. Returns ``(output, h_n)``."""
+    h0 = hx
+    autocast = autocast_dtype(input)
+    if autocast is not None:
+        input, hx = autocast_cast([input, hx], autocast)
+        weights = autocast_cast(weights, autocast)
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
@@ -131,6 +216,9 @@ def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False
 
     output, (h_n,) = _run(layer, input, batch_sizes, [hx], weights, bias, num_layers, dropout,
                           training, bidirectional, batch_first, False)
+    if autocast is not None:
+        state_dtype = autocast_state_dtype(autocast, h0)
+        output, h_n = output.to(state_dtype), h_n.to(state_dtype)
     return output, h_n
 
 
@@ -138,6 +226,10 @@ def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropou
         training=False, bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer Elman RNN, ``nonlinearity`` ``"tanh"`` or ``"relu"``. Returns
     ``(output, h_n)``."""
+    autocast = autocast_dtype(input)
+    if autocast is not None:
+        input, hx = autocast_cast([input, hx], autocast)
+        weights = autocast_cast(weights, autocast)
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)

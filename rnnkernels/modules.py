@@ -46,7 +46,8 @@ class _Recurrent(nn.RNNBase):
         return hidden.squeeze(1)
 
     def _check_state_dtype(self, input, hx):
-        if hx.dtype != input.dtype:
+        # Under autocast the functional casts input and states to one dtype, as torch.nn's does.
+        if hx.dtype != input.dtype and functional.autocast_dtype(input) is None:
             raise RuntimeError(
                 f"{type(self).__name__}: expected hx to have the dtype of input ({input.dtype}), "
                 f"got {hx.dtype}"
@@ -221,6 +222,8 @@ def _check_cell(cell, input, states):
                 f"hidden{label} has inconsistent hidden_size: got {state.size(1)}, expected "
                 f"{cell.hidden_size}"
             )
+    if functional.autocast_dtype(input) is not None:
+        return  # _cell_step casts input, states and weights to the autocast dtype
     weight_dtype = cell.weight_ih.dtype
     for tensor in (input, *states):
         if tensor.dtype != weight_dtype:
@@ -230,13 +233,26 @@ def _check_cell(cell, input, states):
             )
 
 
-def _cell_step(cell, input, states, run):
-    """Runs ``run(input, batch_sizes, states, train)`` as a one-step layer; the input is ``[B, I]``
-    and states ``[B, H]``."""
+def _cell_step(cell, input, states, run, carried_state=None):
+    """Runs ``run(input, batch_sizes, states, weights, train)`` as a one-step layer, with
+    ``weights`` ``(w_ih, w_hh, b_ih, b_hh)``; the input is ``[B, I]`` and states ``[B, H]``.
+    Under autocast the step runs in the autocast dtype, and its results come out in torch.nn's
+    dtype: that of ``functional.autocast_state_dtype`` for the cells whose update carries
+    ``carried_state`` (LSTMCell's c, on which h depends, GRUCell's h), else the autocast dtype."""
     batch_sizes = torch.tensor([input.size(0)], dtype=torch.int64)
-    tensors = (input, *states, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    tensors = (input, *states, *weights)
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    return run(input.contiguous(), batch_sizes, [s.contiguous() for s in states], train)
+    autocast = functional.autocast_dtype(input)
+    if autocast is not None:
+        input, *states = functional.autocast_cast([input, *states], autocast)
+        weights = functional.autocast_cast(weights, autocast)
+    result = run(input.contiguous(), batch_sizes, [s.contiguous() for s in states], weights, train)
+    if autocast is None:
+        return result
+    dtype = (autocast if carried_state is None
+             else functional.autocast_state_dtype(autocast, carried_state))
+    return tuple(r.to(dtype) for r in result) if isinstance(result, tuple) else result.to(dtype)
 
 
 def _check_cell_dims(name, input, labelled_states):
@@ -268,9 +284,11 @@ class LSTMCell(nn.LSTMCell):
             link = functional.graph_link([input, *hx, *self.parameters()])
             ret = (hx[0] + link, hx[1] + link)
         else:
-            ret = _cell_step(self, input, hx, lambda x, sizes, states, train: ops.lstm_layer(
-                x, sizes, states[0], states[1], self.weight_ih, self.weight_hh, self.bias_ih,
-                self.bias_hh, None, False, train)[1:3])
+            ret = _cell_step(
+                self, input, hx,
+                lambda x, sizes, states, weights, train: ops.lstm_layer(
+                    x, sizes, states[0], states[1], *weights, None, False, train)[1:3],
+                carried_state=hx[1])
         if not is_batched:
             ret = (ret[0].squeeze(0), ret[1].squeeze(0))
         return tuple(ret)
@@ -281,9 +299,11 @@ class GRUCell(nn.GRUCell):
 
     def forward(self, input, hx=None):
         _check_cell_dims("GRUCell", input, [] if hx is None else [("hidden", hx)])
-        return _single_state_cell(self, input, hx, lambda x, sizes, states, train: ops.gru_layer(
-            x, sizes, states[0], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-            False, train)[1])
+        return _single_state_cell(
+            self, input, hx,
+            lambda x, sizes, states, weights, train: ops.gru_layer(
+                x, sizes, states[0], *weights, False, train)[1],
+            carries_state=True)
 
 
 class RNNCell(nn.RNNCell):
@@ -293,12 +313,16 @@ class RNNCell(nn.RNNCell):
         _check_cell_dims("RNNCell", input, [] if hx is None else [("hidden", hx)])
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        return _single_state_cell(self, input, hx, lambda x, sizes, states, train: ops.rnn_layer(
-            x, sizes, states[0], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-            self.nonlinearity, False, train)[1])
+        return _single_state_cell(
+            self, input, hx,
+            lambda x, sizes, states, weights, train: ops.rnn_layer(
+                x, sizes, states[0], *weights, self.nonlinearity, False, train)[1],
+            carries_state=False)
 
 
-def _single_state_cell(cell, input, hx, run):
+def _single_state_cell(cell, input, hx, run, carries_state):
+    """The forward of GRUCell and RNNCell; ``carries_state``: whether the update carries ``hx``
+    outside the GEMMs (GRU), which decides the result's dtype under autocast (``_cell_step``)."""
     is_batched = input.dim() == 2
     if not is_batched:
         input = input.unsqueeze(0)
@@ -310,5 +334,5 @@ def _single_state_cell(cell, input, hx, run):
     if input.size(0) == 0:
         ret = hx + functional.graph_link([input, hx, *cell.parameters()])
     else:
-        ret = _cell_step(cell, input, (hx,), run)
+        ret = _cell_step(cell, input, (hx,), run, carried_state=hx if carries_state else None)
     return ret if is_batched else ret.squeeze(0)
