@@ -47,6 +47,12 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
                             const std::optional<at::Tensor>& b_ih,
                             const std::optional<at::Tensor>& b_hh,
                             const std::optional<at::Tensor>& w_hr) {
+  // torch.ops passes None for a Tensor argument on as an undefined tensor.
+  for (const auto& [name, tensor] : {std::pair<const char*, const at::Tensor*>{"input", &input},
+                                     {"batch_sizes", &batch_sizes},
+                                     {"w_hh", &w_hh}}) {
+    TORCH_CHECK(tensor->defined(), op, ": expected ", name, " to be a tensor, got None");
+  }
   TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [rows, input_size], got ",
               input.dim(), "-D");
   const auto dtype = input.scalar_type();
@@ -96,6 +102,9 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
     shape.state = shape.hidden;
   }
   const int64_t gate_width = gates * shape.hidden;
+  TORCH_CHECK(!w_ih.defined() || w_ih.dim() != 2 || w_ih.size(1) == shape.input_size, op,
+              ": expected w_ih of shape [", gate_width, ", ", shape.input_size,
+              "] (input_size from input), got ", shape_string(w_ih.sizes()));
   check_tensor(op, "w_ih", w_ih, input, {gate_width, shape.input_size});
   check_tensor(op, "w_hh", w_hh, input, {gate_width, shape.state});
   if (b_ih.has_value()) check_tensor(op, "b_ih", *b_ih, input, {gate_width});

@@ -137,6 +137,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   check_backward_arg(op, "grad_h_n", grad_h_n, input, {s.batch, s.state});
   check_backward_arg(op, "grad_c_n", grad_c_n, input, {s.batch, H});
   check_backward_arg(op, "output", output, input, {s.rows, s.state});
+  TORCH_CHECK(reserve.defined(), op, ": expected reserve to be a tensor, got None");
   TORCH_CHECK(reserve.numel() > 0, op,
               ": reserve is empty: the forward ran with train=False, which saves nothing for "
               "the backward");
@@ -274,6 +275,7 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   check_backward_arg(op, "grad_output", grad_output, input, {s.rows, H});
   check_backward_arg(op, "grad_h_n", grad_h_n, input, {s.batch, H});
   check_backward_arg(op, "output", output, input, {s.rows, H});
+  TORCH_CHECK(reserve.defined(), op, ": expected reserve to be a tensor, got None");
   TORCH_CHECK(reserve.numel() > 0, op,
               ": reserve is empty: the forward ran with train=False, which saves nothing for "
               "the backward");

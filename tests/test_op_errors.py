@@ -144,12 +144,6 @@ def _none(name, tensor):
 
 # Arguments the C++ checks use before checking that they are defined, so that None gets a
 # misleading message (reported; strict, so that the fix turns these into failures to remove).
-UNCHECKED_UNDEFINED = {
-    "input": "check_layer_args: 'expected input to be 2-D [rows, input_size], got 1-D'",
-    "batch_sizes": "check_layer_args: 'tensor does not have a device'",
-    "w_hh": "check_layer_args: 'expected w_hh to be 2-D [...], got shape [0]'",
-    "reserve": "*_layer_backward: 'reserve is empty: the forward ran with train=False'",
-}
 
 MUTATIONS = {
     "integer": _integer,
@@ -172,11 +166,7 @@ def _argument_cases():
                          if a.name == argument))
                 if mutation == "none" and optional:
                     continue  # None is valid there (no bias / no projection)
-                marks = ()
-                if mutation == "none" and argument in UNCHECKED_UNDEFINED:
-                    marks = pytest.mark.xfail(strict=True, raises=AssertionError,
-                                              reason=UNCHECKED_UNDEFINED[argument])
-                cases.append(pytest.param(name, argument, mutation, marks=marks,
+                cases.append(pytest.param(name, argument, mutation,
                                           id=f"{name}-{argument}-{mutation}"))
     return cases
 
