@@ -128,7 +128,7 @@ def write_plot(path: Path, metadata: dict, results: list) -> bool:
     )
     figure.suptitle(
         f"rnnkernels speedup over torch.nn: {metadata['device_name']}, {metadata['dtype']}, "
-        f"{metadata['threads']} threads",
+        f"threads: {metadata['threads']}",
         fontsize=10,
     )
     figure.tight_layout()
