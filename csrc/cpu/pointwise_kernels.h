@@ -28,8 +28,11 @@ namespace {
 struct VecMath {
   template <typename V>
   static V sigmoid(V x) { return V(1) / (V(1) + x.neg().exp()); }
+  // tanh(x) = 2 sigmoid(2x) - 1: one exp and one division, several times cheaper than Sleef's
+  // tanh, which dominated the step. Near 0 the subtraction loses relative, not absolute,
+  // accuracy (about 1e-7 absolute in float32); NaN and +-inf map as tanh does.
   template <typename V>
-  static V tanh(V x) { return x.tanh(); }
+  static V tanh(V x) { return V(2) / (V(1) + (x * V(-2)).exp()) - V(1); }
   template <typename V>
   static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
   template <typename V>
