@@ -11,6 +11,8 @@
 #include "../kernels/params.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
+#include <optional>
+
 #include "onednn_gemm.h"
 #endif
 
@@ -22,9 +24,38 @@ struct CPURecurrentGemm {
 };
 
 #ifdef RNNKERNELS_WITH_ONEDNN
+// Below about 2^18 multiply-adds in all, oneDNN's per-call cost (primitive lookup, memory
+// objects) outweighs its faster kernel: measured on (1, 1, 64) layers.
+constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
+
+// float32's per-step GEMM: oneDNN's, unless the whole recurrence is too small to repay it.
+class CPUFloatRecurrentGemm {
+ public:
+  CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
+                        int64_t steps, bool accumulate) {
+    if (steps * max_rows * weight.numel() >= kMinOneDnnWork) {
+      onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
+    } else {
+      aten_.emplace(weight, transposed, max_rows, steps, accumulate);
+    }
+  }
+
+  void run(const float* a, float* c, int64_t rows) {
+    if (onednn_) {
+      onednn_->run(a, c, rows);
+    } else {
+      aten_->run(a, c, rows);
+    }
+  }
+
+ private:
+  std::optional<OneDnnRecurrentGemm> onednn_;
+  std::optional<ATenRecurrentGemm<float>> aten_;
+};
+
 template <>
 struct CPURecurrentGemm<float> {
-  using type = OneDnnRecurrentGemm;
+  using type = CPUFloatRecurrentGemm;
 };
 #endif
 
@@ -46,8 +77,6 @@ struct CPUBackend {
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
 #ifdef RNNKERNELS_WITH_ONEDNN
-    // Below about 2^18 multiply-adds oneDNN's per-call cost outweighs its faster kernel.
-    constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
     if (a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) >= kMinOneDnnWork) {
       return onednn_addmm(bias, a, b);
     }

@@ -28,6 +28,13 @@ memory::desc matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_
 
 memory::desc row_major(int64_t rows, int64_t cols) { return matrix(rows, cols, cols, 1); }
 
+// A CPU stream is only a handle for submitting work, but creating one costs microseconds: one per
+// thread, reused.
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
 // Everything a matmul primitive depends on. The weights are plain (packed_rows == 0: their
 // strides), in the blocked layout oneDNN prefers for `packed_rows` rows, or (packed_rows == -1,
 // the primitive that chooses that layout) in format "any".
@@ -109,7 +116,7 @@ struct OneDnnRecurrentGemm::Impl {
   };
 
   MatmulKey key;  // with m = max_rows; the steps differ in m
-  dnnl::stream stream{cpu_engine()};
+  dnnl::stream& stream = thread_stream();
   memory weights;
   std::vector<std::optional<Step>> steps;  // by row count, created on first use
 
@@ -182,8 +189,7 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
     bias_row = bias.contiguous();
     args.emplace(DNNL_ARG_BIAS, memory(row_major(1, n), cpu_engine(), bias_row.data_ptr()));
   }
-  dnnl::stream stream(cpu_engine());
-  matmul.primitive.execute(stream, args);
+  matmul.primitive.execute(thread_stream(), args);
   return out;
 }
 
