@@ -14,19 +14,6 @@ std::string shape_string(at::IntArrayRef shape) {
   return s + "]";
 }
 
-void check_tensor(const char* op, const char* name, const at::Tensor& tensor,
-                  const at::Tensor& input, at::IntArrayRef shape) {
-  TORCH_CHECK(tensor.defined(), op, ": expected ", name, " to be a tensor, got None");
-  TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": expected ", name,
-              " to have dtype ", input.scalar_type(), " (the dtype of input), got ",
-              tensor.scalar_type());
-  TORCH_CHECK(tensor.device() == input.device(), op, ": expected ", name, " on device ",
-              input.device(), " (the device of input), got ", tensor.device());
-  TORCH_CHECK(tensor.sizes() == shape, op, ": expected ", name, " of shape ",
-              shape_string(shape), ", got ", shape_string(tensor.sizes()));
-  TORCH_CHECK(tensor.is_contiguous(), op, ": expected ", name, " to be contiguous");
-}
-
 }  // namespace
 
 StepSchedule::StepSchedule(const at::Tensor& batch_sizes, bool reverse) : reverse_(reverse) {
@@ -97,7 +84,7 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
     TORCH_CHECK(w_hr->dim() == 2, op, ": expected w_hr to be 2-D [proj_size, hidden_size], got ",
                 w_hr->dim(), "-D");
     shape.state = w_hr->size(0);
-    check_tensor(op, "w_hr", *w_hr, input, {shape.state, shape.hidden});
+    check_tensor_arg(op, "w_hr", *w_hr, input, {shape.state, shape.hidden});
   } else {
     shape.state = shape.hidden;
   }
@@ -105,18 +92,26 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
   TORCH_CHECK(!w_ih.defined() || w_ih.dim() != 2 || w_ih.size(1) == shape.input_size, op,
               ": expected w_ih of shape [", gate_width, ", ", shape.input_size,
               "] (input_size from input), got ", shape_string(w_ih.sizes()));
-  check_tensor(op, "w_ih", w_ih, input, {gate_width, shape.input_size});
-  check_tensor(op, "w_hh", w_hh, input, {gate_width, shape.state});
-  if (b_ih.has_value()) check_tensor(op, "b_ih", *b_ih, input, {gate_width});
-  if (b_hh.has_value()) check_tensor(op, "b_hh", *b_hh, input, {gate_width});
-  check_tensor(op, "h0", h0, input, {shape.batch, shape.state});
-  if (c0 != nullptr) check_tensor(op, "c0", *c0, input, {shape.batch, shape.hidden});
+  check_tensor_arg(op, "w_ih", w_ih, input, {gate_width, shape.input_size});
+  check_tensor_arg(op, "w_hh", w_hh, input, {gate_width, shape.state});
+  if (b_ih.has_value()) check_tensor_arg(op, "b_ih", *b_ih, input, {gate_width});
+  if (b_hh.has_value()) check_tensor_arg(op, "b_hh", *b_hh, input, {gate_width});
+  check_tensor_arg(op, "h0", h0, input, {shape.batch, shape.state});
+  if (c0 != nullptr) check_tensor_arg(op, "c0", *c0, input, {shape.batch, shape.hidden});
   return shape;
 }
 
-void check_backward_arg(const char* op, const char* name, const at::Tensor& tensor,
-                        const at::Tensor& like, at::IntArrayRef shape) {
-  check_tensor(op, name, tensor, like, shape);
+void check_tensor_arg(const char* op, const char* name, const at::Tensor& tensor,
+                      const at::Tensor& input, at::IntArrayRef shape) {
+  TORCH_CHECK(tensor.defined(), op, ": expected ", name, " to be a tensor, got None");
+  TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": expected ", name,
+              " to have dtype ", input.scalar_type(), " (the dtype of input), got ",
+              tensor.scalar_type());
+  TORCH_CHECK(tensor.device() == input.device(), op, ": expected ", name, " on device ",
+              input.device(), " (the device of input), got ", tensor.device());
+  TORCH_CHECK(tensor.sizes() == shape, op, ": expected ", name, " of shape ",
+              shape_string(shape), ", got ", shape_string(tensor.sizes()));
+  TORCH_CHECK(tensor.is_contiguous(), op, ": expected ", name, " to be contiguous");
 }
 
 at::Tensor sum_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b) {

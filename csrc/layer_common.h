@@ -57,10 +57,10 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
                             const std::optional<at::Tensor>& b_hh,
                             const std::optional<at::Tensor>& w_hr);
 
-// Checks a tensor passed to a backward operator: same dtype and device as `like`, contiguous,
-// and of the given shape.
-void check_backward_arg(const char* op, const char* name, const at::Tensor& tensor,
-                        const at::Tensor& like, at::IntArrayRef shape);
+// Checks a tensor argument: defined, the dtype and device of `input`, contiguous, of the given
+// shape. Used by check_layer_args and for the backward operators' extra arguments.
+void check_tensor_arg(const char* op, const char* name, const at::Tensor& tensor,
+                      const at::Tensor& input, at::IntArrayRef shape);
 
 // The sum of the biases that are present, or an undefined tensor when neither is.
 at::Tensor sum_biases(const std::optional<at::Tensor>& a, const std::optional<at::Tensor>& b);

@@ -133,15 +133,15 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerShape s =
       check_layer_args(op, 4, input, batch_sizes, h0, &c0, w_ih, w_hh, b_ih, b_hh, w_hr);
   const int64_t H = s.hidden;
-  check_backward_arg(op, "grad_output", grad_output, input, {s.rows, s.state});
-  check_backward_arg(op, "grad_h_n", grad_h_n, input, {s.batch, s.state});
-  check_backward_arg(op, "grad_c_n", grad_c_n, input, {s.batch, H});
-  check_backward_arg(op, "output", output, input, {s.rows, s.state});
+  check_tensor_arg(op, "grad_output", grad_output, input, {s.rows, s.state});
+  check_tensor_arg(op, "grad_h_n", grad_h_n, input, {s.batch, s.state});
+  check_tensor_arg(op, "grad_c_n", grad_c_n, input, {s.batch, H});
+  check_tensor_arg(op, "output", output, input, {s.rows, s.state});
   TORCH_CHECK(reserve.defined(), op, ": expected reserve to be a tensor, got None");
   TORCH_CHECK(reserve.numel() > 0, op,
               ": reserve is empty: the forward ran with train=False, which saves nothing for "
               "the backward");
-  check_backward_arg(op, "reserve", reserve, input, {s.rows, 5 * H});
+  check_tensor_arg(op, "reserve", reserve, input, {s.rows, 5 * H});
   const StepSchedule schedule(batch_sizes, reverse);
   const bool projected = w_hr.has_value();
 
@@ -272,14 +272,14 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerShape s = check_layer_args(op, 3, input, batch_sizes, h0, nullptr, w_ih, w_hh, b_ih,
                                         b_hh, std::nullopt);
   const int64_t H = s.hidden;
-  check_backward_arg(op, "grad_output", grad_output, input, {s.rows, H});
-  check_backward_arg(op, "grad_h_n", grad_h_n, input, {s.batch, H});
-  check_backward_arg(op, "output", output, input, {s.rows, H});
+  check_tensor_arg(op, "grad_output", grad_output, input, {s.rows, H});
+  check_tensor_arg(op, "grad_h_n", grad_h_n, input, {s.batch, H});
+  check_tensor_arg(op, "output", output, input, {s.rows, H});
   TORCH_CHECK(reserve.defined(), op, ": expected reserve to be a tensor, got None");
   TORCH_CHECK(reserve.numel() > 0, op,
               ": reserve is empty: the forward ran with train=False, which saves nothing for "
               "the backward");
-  check_backward_arg(op, "reserve", reserve, input, {s.rows, 4 * H});
+  check_tensor_arg(op, "reserve", reserve, input, {s.rows, 4 * H});
   const StepSchedule schedule(batch_sizes, reverse);
 
   at::Tensor grad_gates_x = at::empty({s.rows, 3 * H}, input.options());
@@ -381,9 +381,9 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerShape s = check_layer_args(op, 1, input, batch_sizes, h0, nullptr, w_ih, w_hh, b_ih,
                                         b_hh, std::nullopt);
   const int64_t H = s.hidden;
-  check_backward_arg(op, "grad_output", grad_output, input, {s.rows, H});
-  check_backward_arg(op, "grad_h_n", grad_h_n, input, {s.batch, H});
-  check_backward_arg(op, "output", output, input, {s.rows, H});
+  check_tensor_arg(op, "grad_output", grad_output, input, {s.rows, H});
+  check_tensor_arg(op, "grad_h_n", grad_h_n, input, {s.batch, H});
+  check_tensor_arg(op, "output", output, input, {s.rows, H});
   const StepSchedule schedule(batch_sizes, reverse);
 
   at::Tensor grad_pre = at::empty({s.rows, H}, input.options());

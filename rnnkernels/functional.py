@@ -51,6 +51,15 @@ def autocast_cast(tensors, dtype):
             else t for t in tensors]
 
 
+def _autocast_inputs(input, states, weights):
+    """The autocast dtype (or None) and ``input``, ``states`` and ``weights`` cast to it."""
+    dtype = autocast_dtype(input)
+    if dtype is None:
+        return None, input, states, weights
+    input, *states = autocast_cast([input, *states], dtype)
+    return dtype, input, states, autocast_cast(weights, dtype)
+
+
 def autocast_state_dtype(dtype, initial_state):
     """The dtype torch.nn's result has, under autocast to ``dtype``, for a state that its cell
     updates from its own previous value (LSTM's c, GRU's h). On CUDA torch.nn runs whole layers
@@ -172,17 +181,15 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
     ``w_hr`` in ``weights``. Returns ``(output, (h_n, c_n))``."""
     directions = 2 if bidirectional else 1
     projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
-    autocast = autocast_dtype(input)
-    # torch.nn's result dtypes under autocast: all in the autocast dtype where it runs oneDNN's
-    # (or on CUDA cuDNN's) RNN; else the cell state keeps c0's dtype, and so does h = o * tanh(c)
-    # unless a projection GEMM follows.
+    autocast, cast_input, hx_cast, weights = _autocast_inputs(input, list(hx), weights)
+    # torch.nn's result dtypes under autocast (decided on the uncast input and c0): all in the
+    # autocast dtype where it runs oneDNN's (or on CUDA cuDNN's) RNN; else the cell state keeps
+    # c0's dtype, and so does h = o * tanh(c) unless a projection GEMM follows.
     state_dtype = None
     if autocast is not None and not _torch_nn_runs_onednn_lstm(input, batch_sizes is not None,
                                                                projected):
         state_dtype = autocast_state_dtype(autocast, hx[1])
-    if autocast is not None:
-        input, *hx = autocast_cast([input, *hx], autocast)
-        weights = autocast_cast(weights, autocast)
+    input, hx = cast_input, hx_cast
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, w_hr = _split(params, bias, projected)
@@ -203,10 +210,7 @@ def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False
         bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer GRU. Returns ``(output, h_n)``."""
     h0 = hx
-    autocast = autocast_dtype(input)
-    if autocast is not None:
-        input, hx = autocast_cast([input, hx], autocast)
-        weights = autocast_cast(weights, autocast)
+    autocast, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
@@ -226,10 +230,7 @@ def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropou
         training=False, bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer Elman RNN, ``nonlinearity`` ``"tanh"`` or ``"relu"``. Returns
     ``(output, h_n)``."""
-    autocast = autocast_dtype(input)
-    if autocast is not None:
-        input, hx = autocast_cast([input, hx], autocast)
-        weights = autocast_cast(weights, autocast)
+    _, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
 
     def layer(rows, sizes, states, params, reverse, train):
         w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)

@@ -45,7 +45,8 @@ class _Recurrent(nn.RNNBase):
     def _squeeze_state(self, hidden):
         return hidden.squeeze(1)
 
-    def _check_state_dtype(self, input, hx):
+    def _check_state(self, input, hx):
+        """What torch.nn's check_forward_args leaves to its C++ side: the states' dtype."""
         # Under autocast the functional casts input and states to one dtype, as torch.nn's does.
         if hx.dtype != input.dtype and functional.autocast_dtype(input) is None:
             raise RuntimeError(
@@ -76,7 +77,7 @@ class _Recurrent(nn.RNNBase):
             hx = self._zero_state(input, batch)
         # Checked in the caller's order, before the permutation indexes hx with it.
         self.check_forward_args(input, hx, batch_sizes)
-        self._check_state_dtype(input, hx)
+        self._check_state(input, hx)
         hx = self.permute_hidden(hx, sorted_indices)
 
         output, hidden = self._run(input, hx, batch_sizes)
@@ -136,11 +137,11 @@ class LSTM(_Recurrent):
     def _squeeze_state(self, hidden):
         return hidden[0].squeeze(1), hidden[1].squeeze(1)
 
-    def _check_state_dtype(self, input, hx):
+    def _check_state(self, input, hx):
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        super()._check_state_dtype(input, hx[0])
-        super()._check_state_dtype(input, hx[1])
+        super()._check_state(input, hx[0])
+        super()._check_state(input, hx[1])
 
     def _run(self, input, hx, batch_sizes):
         return functional.lstm(input, hx, self._flat_weights, batch_sizes=batch_sizes,
