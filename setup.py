@@ -84,12 +84,14 @@ def find_onednn():
     return None
 
 
-cxx_flags = ["-O3"]
+# OpenMP: ATen's CPU threads are OpenMP's, and csrc/cpu/backend.h sets what regions nested in
+# its own per-thread work get.
+cxx_flags = ["-O3", "-fopenmp"]
 common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
 onednn = find_onednn()
-extension_options = {}
+extension_options = {"extra_link_args": ["-fopenmp"]}
 if onednn:
-    extension_options = dict(
+    extension_options.update(
         include_dirs=[os.path.join(onednn, "include")],
         library_dirs=[os.path.join(onednn, "lib")],
         libraries=["dnnl"],

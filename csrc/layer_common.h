@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -39,6 +40,14 @@ class StepSchedule {
   int64_t continuing(int64_t t) const {
     if (reverse_) return t + 1 < steps() ? sizes_[t + 1] : 0;
     return t > 0 ? sizes_[t] : 0;
+  }
+  // The same counts restricted to the batch rows [begin, end): how many of them step t has, and
+  // how many of those continue (the step's rows are the first size(t) of the batch).
+  int64_t rows_in(int64_t t, int64_t begin, int64_t end) const {
+    return std::max<int64_t>(0, std::min(sizes_[t], end) - begin);
+  }
+  int64_t continuing_in(int64_t t, int64_t begin, int64_t end) const {
+    return std::max<int64_t>(0, std::min(continuing(t), end) - begin);
   }
 
  private:

@@ -12,6 +12,8 @@
 //   template <typename T> using RecurrentGemm = ...;  // as ATenRecurrentGemm (aten_gemm.h)
 //   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 //     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views
+//   template <typename F> static void for_each_batch_slice(int64_t batch, const F& body);
+//     // body(begin, end) over slices of the batch rows [0, batch), which may run concurrently
 // Everything else is ATen on the tensors' device; nothing here reads device memory, so there is
 // no host synchronisation.
 //
@@ -20,6 +22,10 @@
 // steps in reverse with one pointwise pass and one GEMM per step, then computes dx, dW_ih, dW_hh
 // and the biases with one GEMM or reduction each over all rows. All buffers are allocated before
 // the step loop; inside it only views are taken.
+//
+// A sequence's recurrence reads only its own rows, so the step loops run over a slice of the
+// batch rows [begin, end), and the Backend may run several slices at once: on the CPU each thread
+// walks all steps of its own slice, with no synchronisation between steps.
 //
 // Shapes: N rows (packed, time-major), I input size, H hidden size, P state size (the projection
 // size of a projected LSTM, else H), B = batch_sizes[0].
@@ -43,19 +49,22 @@ T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
 
-// Copies h_{t-1} of every row of step t into `h_prev` ([N, P], rows of step t), for dW_hh: rows
-// that continue come from the previous step's output rows, rows that start here from h0.
+// Copies h_{t-1} of step t's rows among the batch rows [begin, end) into `h_prev` ([N, P], rows
+// of step t), for dW_hh: rows that continue come from the previous step's output rows, rows that
+// start here from h0.
 template <typename Backend, typename T>
-void gather_previous_state(const StepSchedule& schedule, int64_t t, const T* output, const T* h0,
-                           T* h_prev, int64_t width) {
-  const int64_t rows = schedule.size(t);
-  const int64_t continuing = schedule.continuing(t);
-  T* dst = h_prev + schedule.offset(t) * width;
+void gather_previous_state(const StepSchedule& schedule, int64_t t, int64_t begin, int64_t end,
+                           const T* output, const T* h0, T* h_prev, int64_t width) {
+  const int64_t rows = schedule.rows_in(t, begin, end);
+  const int64_t continuing = schedule.continuing_in(t, begin, end);
+  T* dst = h_prev + (schedule.offset(t) + begin) * width;
   if (continuing > 0) {
-    Backend::copy(dst, output + schedule.offset(schedule.previous(t)) * width, continuing * width);
+    Backend::copy(dst, output + (schedule.offset(schedule.previous(t)) + begin) * width,
+                  continuing * width);
   }
   if (continuing < rows) {
-    Backend::copy(dst + continuing * width, h0 + continuing * width, (rows - continuing) * width);
+    Backend::copy(dst + continuing * width, h0 + (begin + continuing) * width,
+                  (rows - continuing) * width);
   }
 }
 
@@ -85,34 +94,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "lstm_layer", [&] {
     using Gemm = typename Backend::template RecurrentGemm<scalar_t>;
-    Gemm recurrent(w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
-    std::optional<Gemm> projection;
-    if (projected) {
-      projection.emplace(*w_hr, /*transposed=*/true, s.batch, schedule.steps(),
-                         /*accumulate=*/false);
-    }
-    for (int64_t k = 0; k < schedule.steps(); ++k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
-      LSTMForwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.xproj = xproj.data_ptr<scalar_t>() + offset * 4 * H;
-      p.hproj = hproj.data_ptr<scalar_t>();
-      p.c = c.data_ptr<scalar_t>();
-      p.h = projected ? h_unprojected.data_ptr<scalar_t>() : h.data_ptr<scalar_t>();
-      p.output = projected ? nullptr : output.data_ptr<scalar_t>() + offset * H;
-      p.reserve = train ? reserve.data_ptr<scalar_t>() + offset * 5 * H : nullptr;
-      Backend::template lstm_forward<scalar_t>(p);
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      Gemm recurrent(w_hh, /*transposed=*/true, end - begin, schedule.steps(),
+                     /*accumulate=*/false);
+      std::optional<Gemm> projection;
       if (projected) {
-        projection->run(h_unprojected.data_ptr<scalar_t>(),
-                        output.data_ptr<scalar_t>() + offset * s.state, rows);
-        Backend::copy(h.data_ptr<scalar_t>(), output.data_ptr<scalar_t>() + offset * s.state,
-                      rows * s.state);
+        projection.emplace(*w_hr, /*transposed=*/true, end - begin, schedule.steps(),
+                           /*accumulate=*/false);
       }
-    }
+      scalar_t* h_rows = h.data_ptr<scalar_t>() + begin * s.state;
+      scalar_t* h_unprojected_rows = projected ? h_unprojected.data_ptr<scalar_t>() + begin * H
+                                               : nullptr;
+      scalar_t* hproj_rows = hproj.data_ptr<scalar_t>() + begin * 4 * H;
+      for (int64_t k = 0; k < schedule.steps(); ++k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        recurrent.run(h_rows, hproj_rows, rows);
+        LSTMForwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.xproj = xproj.data_ptr<scalar_t>() + offset * 4 * H;
+        p.hproj = hproj_rows;
+        p.c = c.data_ptr<scalar_t>() + begin * H;
+        p.h = projected ? h_unprojected_rows : h_rows;
+        p.output = projected ? nullptr : output.data_ptr<scalar_t>() + offset * H;
+        p.reserve = train ? reserve.data_ptr<scalar_t>() + offset * 5 * H : nullptr;
+        Backend::template lstm_forward<scalar_t>(p);
+        if (projected) {
+          scalar_t* out_rows = output.data_ptr<scalar_t>() + offset * s.state;
+          projection->run(h_unprojected_rows, out_rows, rows);
+          Backend::copy(h_rows, out_rows, rows * s.state);
+        }
+      }
+    });
   });
   return {output, h, c, reserve};
 }
@@ -157,46 +173,54 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
     using Gemm = typename Backend::template RecurrentGemm<scalar_t>;
-    Gemm recurrent(w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/false);
-    std::optional<Gemm> projection;
-    if (projected) {
-      projection.emplace(*w_hr, /*transposed=*/false, s.batch, schedule.steps(),
-                         /*accumulate=*/false);
-    }
-    for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      const int64_t continuing = schedule.continuing(t);
-      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
-                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
-      LSTMBackwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.batch_continuing = continuing;
-      p.reserve = reserve.data_ptr<scalar_t>() + offset * 5 * H;
-      p.reserve_prev = continuing > 0
-                           ? reserve.data_ptr<scalar_t>() + schedule.offset(schedule.previous(t)) * 5 * H
-                           : nullptr;
-      p.c0 = c0.data_ptr<scalar_t>();
-      p.grad_c = grad_c.data_ptr<scalar_t>();
-      p.grad_gates = grad_gates.data_ptr<scalar_t>() + offset * 4 * H;
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      Gemm recurrent(w_hh, /*transposed=*/false, end - begin, schedule.steps(),
+                     /*accumulate=*/false);
+      std::optional<Gemm> projection;
       if (projected) {
-        at::Tensor grad_h_step = grad_h_rows.narrow(0, offset, rows);
-        at::add_out(grad_h_step, grad_h.narrow(0, 0, rows), grad_output.narrow(0, offset, rows));
-        projection->run(grad_h_step.data_ptr<scalar_t>(), grad_h_unprojected.data_ptr<scalar_t>(),
-                        rows);
-        p.grad_h = grad_h_unprojected.data_ptr<scalar_t>();
-        p.grad_output = nullptr;
-        p.h = h_unprojected.data_ptr<scalar_t>() + offset * H;
-      } else {
-        p.grad_h = grad_h.data_ptr<scalar_t>();
-        p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
-        p.h = nullptr;
+        projection.emplace(*w_hr, /*transposed=*/false, end - begin, schedule.steps(),
+                           /*accumulate=*/false);
       }
-      Backend::template lstm_backward<scalar_t>(p);
-      recurrent.run(p.grad_gates, grad_h.data_ptr<scalar_t>(), rows);
-    }
+      scalar_t* grad_h_carried = grad_h.data_ptr<scalar_t>() + begin * s.state;
+      for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        const int64_t continuing = schedule.continuing_in(t, begin, end);
+        gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
+                                       h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(),
+                                       s.state);
+        LSTMBackwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.batch_continuing = continuing;
+        p.reserve = reserve.data_ptr<scalar_t>() + offset * 5 * H;
+        p.reserve_prev =
+            continuing > 0 ? reserve.data_ptr<scalar_t>() +
+                                 (schedule.offset(schedule.previous(t)) + begin) * 5 * H
+                           : nullptr;
+        p.c0 = c0.data_ptr<scalar_t>() + begin * H;
+        p.grad_c = grad_c.data_ptr<scalar_t>() + begin * H;
+        p.grad_gates = grad_gates.data_ptr<scalar_t>() + offset * 4 * H;
+        if (projected) {
+          at::Tensor grad_h_step = grad_h_rows.narrow(0, offset, rows);
+          at::add_out(grad_h_step, grad_h.narrow(0, begin, rows),
+                      grad_output.narrow(0, offset, rows));
+          scalar_t* grad_h_unprojected_rows = grad_h_unprojected.data_ptr<scalar_t>() + begin * H;
+          projection->run(grad_h_step.data_ptr<scalar_t>(), grad_h_unprojected_rows, rows);
+          p.grad_h = grad_h_unprojected_rows;
+          p.grad_output = nullptr;
+          p.h = h_unprojected.data_ptr<scalar_t>() + offset * H;
+        } else {
+          p.grad_h = grad_h_carried;
+          p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
+          p.h = nullptr;
+        }
+        Backend::template lstm_backward<scalar_t>(p);
+        recurrent.run(p.grad_gates, grad_h_carried, rows);
+      }
+    });
   });
 
   const at::Tensor grad_gates_t = grad_gates.t();
@@ -238,24 +262,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_layer(
   at::Tensor reserve = at::empty({train ? s.rows : 0, 4 * H}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "gru_layer", [&] {
-    typename Backend::template RecurrentGemm<scalar_t> recurrent(
-        w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
-    for (int64_t k = 0; k < schedule.steps(); ++k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
-      GRUForwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.xproj = xproj.data_ptr<scalar_t>() + offset * 3 * H;
-      p.hproj = hproj.data_ptr<scalar_t>();
-      p.b_hn = data_or_null<scalar_t>(b_hn);
-      p.h = h.data_ptr<scalar_t>();
-      p.output = output.data_ptr<scalar_t>() + offset * H;
-      p.reserve = train ? reserve.data_ptr<scalar_t>() + offset * 4 * H : nullptr;
-      Backend::template gru_forward<scalar_t>(p);
-    }
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      typename Backend::template RecurrentGemm<scalar_t> recurrent(
+          w_hh, /*transposed=*/true, end - begin, schedule.steps(), /*accumulate=*/false);
+      scalar_t* h_rows = h.data_ptr<scalar_t>() + begin * H;
+      scalar_t* hproj_rows = hproj.data_ptr<scalar_t>() + begin * 3 * H;
+      for (int64_t k = 0; k < schedule.steps(); ++k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        recurrent.run(h_rows, hproj_rows, rows);
+        GRUForwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.xproj = xproj.data_ptr<scalar_t>() + offset * 3 * H;
+        p.hproj = hproj_rows;
+        p.b_hn = data_or_null<scalar_t>(b_hn);
+        p.h = h_rows;
+        p.output = output.data_ptr<scalar_t>() + offset * H;
+        p.reserve = train ? reserve.data_ptr<scalar_t>() + offset * 4 * H : nullptr;
+        Backend::template gru_forward<scalar_t>(p);
+      }
+    });
   });
   return {output, h, reserve};
 }
@@ -288,27 +317,32 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    // Accumulates: the pointwise pass leaves the part of dL/dh_{t-1} that bypasses W_hh there.
-    typename Backend::template RecurrentGemm<scalar_t> recurrent(
-        w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/true);
-    for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
-                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
-      GRUBackwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.reserve = reserve.data_ptr<scalar_t>() + offset * 4 * H;
-      p.h_prev = h_prev.data_ptr<scalar_t>() + offset * H;
-      p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
-      p.grad_h = grad_h.data_ptr<scalar_t>();
-      p.grad_gates_x = grad_gates_x.data_ptr<scalar_t>() + offset * 3 * H;
-      p.grad_gates_h = grad_gates_h.data_ptr<scalar_t>() + offset * 3 * H;
-      Backend::template gru_backward<scalar_t>(p);
-      recurrent.run(p.grad_gates_h, grad_h.data_ptr<scalar_t>(), rows);
-    }
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      // Accumulates: the pointwise pass leaves the part of dL/dh_{t-1} that bypasses W_hh there.
+      typename Backend::template RecurrentGemm<scalar_t> recurrent(
+          w_hh, /*transposed=*/false, end - begin, schedule.steps(), /*accumulate=*/true);
+      scalar_t* grad_h_carried = grad_h.data_ptr<scalar_t>() + begin * H;
+      for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
+                                       h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(),
+                                       s.state);
+        GRUBackwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.reserve = reserve.data_ptr<scalar_t>() + offset * 4 * H;
+        p.h_prev = h_prev.data_ptr<scalar_t>() + offset * H;
+        p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
+        p.grad_h = grad_h_carried;
+        p.grad_gates_x = grad_gates_x.data_ptr<scalar_t>() + offset * 3 * H;
+        p.grad_gates_h = grad_gates_h.data_ptr<scalar_t>() + offset * 3 * H;
+        Backend::template gru_backward<scalar_t>(p);
+        recurrent.run(p.grad_gates_h, grad_h_carried, rows);
+      }
+    });
   });
 
   return {Backend::addmm({}, grad_gates_x, w_ih),
@@ -344,26 +378,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_layer(
   at::Tensor hproj = at::empty({s.batch, H}, input.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "rnn_layer", [&] {
-    typename Backend::template RecurrentGemm<scalar_t> recurrent(
-        w_hh, /*transposed=*/true, s.batch, schedule.steps(), /*accumulate=*/false);
-    for (int64_t k = 0; k < schedule.steps(); ++k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      recurrent.run(h.data_ptr<scalar_t>(), hproj.data_ptr<scalar_t>(), rows);
-      RNNForwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.xproj = xproj.data_ptr<scalar_t>() + offset * H;
-      p.hproj = hproj.data_ptr<scalar_t>();
-      p.h = h.data_ptr<scalar_t>();
-      p.output = output.data_ptr<scalar_t>() + offset * H;
-      if (relu) {
-        Backend::template rnn_forward<scalar_t, true>(p);
-      } else {
-        Backend::template rnn_forward<scalar_t, false>(p);
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      typename Backend::template RecurrentGemm<scalar_t> recurrent(
+          w_hh, /*transposed=*/true, end - begin, schedule.steps(), /*accumulate=*/false);
+      scalar_t* h_rows = h.data_ptr<scalar_t>() + begin * H;
+      scalar_t* hproj_rows = hproj.data_ptr<scalar_t>() + begin * H;
+      for (int64_t k = 0; k < schedule.steps(); ++k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        recurrent.run(h_rows, hproj_rows, rows);
+        RNNForwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.xproj = xproj.data_ptr<scalar_t>() + offset * H;
+        p.hproj = hproj_rows;
+        p.h = h_rows;
+        p.output = output.data_ptr<scalar_t>() + offset * H;
+        if (relu) {
+          Backend::template rnn_forward<scalar_t, true>(p);
+        } else {
+          Backend::template rnn_forward<scalar_t, false>(p);
+        }
       }
-    }
+    });
   });
   return {output, h, at::empty({0}, input.options())};
 }
@@ -391,28 +430,33 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    typename Backend::template RecurrentGemm<scalar_t> recurrent(
-        w_hh, /*transposed=*/false, s.batch, schedule.steps(), /*accumulate=*/false);
-    for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
-      const int64_t t = schedule.step(k);
-      const int64_t rows = schedule.size(t);
-      const int64_t offset = schedule.offset(t);
-      gather_previous_state<Backend>(schedule, t, output.data_ptr<scalar_t>(),
-                                     h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(), s.state);
-      RNNBackwardParams<scalar_t> p;
-      p.batch = rows;
-      p.hidden = H;
-      p.output = output.data_ptr<scalar_t>() + offset * H;
-      p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
-      p.grad_h = grad_h.data_ptr<scalar_t>();
-      p.grad_pre = grad_pre.data_ptr<scalar_t>() + offset * H;
-      if (relu) {
-        Backend::template rnn_backward<scalar_t, true>(p);
-      } else {
-        Backend::template rnn_backward<scalar_t, false>(p);
+    Backend::for_each_batch_slice(s.batch, [&](int64_t begin, int64_t end) {
+      typename Backend::template RecurrentGemm<scalar_t> recurrent(
+          w_hh, /*transposed=*/false, end - begin, schedule.steps(), /*accumulate=*/false);
+      scalar_t* grad_h_carried = grad_h.data_ptr<scalar_t>() + begin * H;
+      for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
+                                       h0.data_ptr<scalar_t>(), h_prev.data_ptr<scalar_t>(),
+                                       s.state);
+        RNNBackwardParams<scalar_t> p;
+        p.batch = rows;
+        p.hidden = H;
+        p.output = output.data_ptr<scalar_t>() + offset * H;
+        p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
+        p.grad_h = grad_h_carried;
+        p.grad_pre = grad_pre.data_ptr<scalar_t>() + offset * H;
+        if (relu) {
+          Backend::template rnn_backward<scalar_t, true>(p);
+        } else {
+          Backend::template rnn_backward<scalar_t, false>(p);
+        }
+        recurrent.run(p.grad_pre, grad_h_carried, rows);
       }
-      recurrent.run(p.grad_pre, grad_h.data_ptr<scalar_t>(), rows);
-    }
+    });
   });
 
   const at::Tensor grad_bias = grad_pre.sum(0);

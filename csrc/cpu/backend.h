@@ -4,8 +4,15 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
+#include <algorithm>
 #include <cstring>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "../aten_gemm.h"
 #include "../kernels/params.h"
@@ -82,6 +89,34 @@ struct CPUBackend {
     }
 #endif
     return aten_addmm(bias, a, b);
+  }
+
+  // One slice per thread, each walking every step of its rows alone: the per-step GEMMs and
+  // pointwise passes then run single-threaded, with no barrier per step (splitting each step's
+  // GEMM across threads instead costs two synchronisations a step, which dominate small steps).
+  // A batch of one stays whole, and its steps' GEMMs use every thread.
+  template <typename F>
+  static void for_each_batch_slice(int64_t batch, const F& body) {
+    const int64_t slices =
+        at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
+    if (slices <= 1) {
+      body(0, batch);
+      return;
+    }
+    // The caller's thread-local state (below autograd, grad mode...) for the ATen calls in body.
+    const at::ThreadLocalState state;
+    at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
+      const at::ThreadLocalStateGuard guard(state);
+#ifdef _OPENMP
+      // Regions nested in this one get a single thread anyway. Saying so (this thread's own
+      // setting, for the rest of this region) lets oneDNN plan its GEMMs for one thread and run
+      // them inline; otherwise it opens a nested region around each, a few microseconds a step.
+      omp_set_num_threads(1);
+#endif
+      for (int64_t slice = first; slice < last; ++slice) {
+        body(slice * batch / slices, (slice + 1) * batch / slices);
+      }
+    });
   }
 };
 

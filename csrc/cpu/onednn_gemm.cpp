@@ -28,6 +28,10 @@ memory::desc matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_
 
 memory::desc row_major(int64_t rows, int64_t cols) { return matrix(rows, cols, cols, 1); }
 
+// The threads oneDNN runs a primitive on from here: one inside a parallel region (nested regions
+// get one thread), else ATen's thread count.
+int current_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
 // A CPU stream is only a handle for submitting work, but creating one costs microseconds: one per
 // thread, reused.
 dnnl::stream& thread_stream() {
@@ -60,10 +64,24 @@ struct MatmulKeyHash {
 struct Matmul {
   dnnl::matmul primitive;
   memory::desc weights;
+  memory::desc scratchpad;
 };
 
+// A scratchpad for one run of `matmul` in this thread's buffer, which grows to the largest one
+// asked for (so it is valid until the thread's next call).
+memory thread_scratchpad(const Matmul& matmul) {
+  thread_local std::vector<char> buffer;
+  const size_t size = matmul.scratchpad.get_size();
+  if (buffer.size() < size) buffer.resize(size);
+  return memory(matmul.scratchpad, cpu_engine(), buffer.data());
+}
+
+// Every primitive takes its scratchpad from the caller: with oneDNN's own (one per process, the
+// default), a primitive may only run on the thread that created it and never on two at once,
+// while these cached primitives run on whichever threads call them, concurrently.
 dnnl::primitive_attr attributes(bool accumulate) {
   dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (accumulate) {
     dnnl::post_ops sum;
     sum.append_sum(1.f);
@@ -82,7 +100,7 @@ Matmul create(const MatmulKey& key) {
   const dnnl::matmul::primitive_desc pd =
       key.bias ? dnnl::matmul::primitive_desc(cpu_engine(), a, b, row_major(1, key.n), c, attr)
                : dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
-  return {dnnl::matmul(pd), pd.weights_desc()};
+  return {dnnl::matmul(pd), pd.weights_desc(), pd.scratchpad_desc()};
 }
 
 const Matmul& cached_matmul(const MatmulKey& key) {
@@ -112,6 +130,7 @@ struct OneDnnRecurrentGemm::Impl {
   struct Step {
     dnnl::matmul primitive;
     memory src, dst;
+    std::vector<char> scratchpad;
     std::unordered_map<int, memory> args;
   };
 
@@ -128,8 +147,11 @@ struct OneDnnRecurrentGemm::Impl {
       step_key.a_stride0 = key.k;
       const Matmul& matmul = cached_matmul(step_key);
       Step s{matmul.primitive, memory(row_major(rows, key.k), cpu_engine(), DNNL_MEMORY_NONE),
-             memory(row_major(rows, key.n), cpu_engine(), DNNL_MEMORY_NONE), {}};
-      s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, s.dst}};
+             memory(row_major(rows, key.n), cpu_engine(), DNNL_MEMORY_NONE),
+             std::vector<char>(matmul.scratchpad.get_size()), {}};
+      s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, s.dst},
+                {DNNL_ARG_SCRATCHPAD,
+                 memory(matmul.scratchpad, cpu_engine(), s.scratchpad.data())}};
       slot = std::move(s);
     }
     return *slot;
@@ -148,7 +170,7 @@ OneDnnRecurrentGemm::OneDnnRecurrentGemm(const at::Tensor& weight, bool transpos
   // Reordering reads and writes the weight once; a single step does not win that back.
   const bool pack = steps > 1;
   m.key = {max_rows, k, n, k, 1, pack ? 0 : b_stride0, pack ? 0 : b_stride1,
-           pack ? max_rows : 0, false, accumulate, at::get_num_threads()};
+           pack ? max_rows : 0, false, accumulate, current_threads()};
   const memory user(matrix(k, n, b_stride0, b_stride1), cpu_engine(), weight.data_ptr<float>());
   if (pack) {
     m.weights = memory(weights_desc(m.key), cpu_engine());
@@ -178,12 +200,13 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
   if (m == 0 || n == 0) return out;
   if (k == 0) return bias.defined() ? out.copy_(bias.expand({m, n})) : out.zero_();
   const MatmulKey key{m, k, n, a.stride(0), a.stride(1), b.stride(0), b.stride(1), 0,
-                      bias.defined(), false, at::get_num_threads()};
+                      bias.defined(), false, current_threads()};
   const Matmul& matmul = cached_matmul(key);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(matrix(m, k, a.stride(0), a.stride(1)), cpu_engine(), a.data_ptr())},
       {DNNL_ARG_WEIGHTS, memory(matmul.weights, cpu_engine(), b.data_ptr())},
-      {DNNL_ARG_DST, memory(row_major(m, n), cpu_engine(), out.data_ptr())}};
+      {DNNL_ARG_DST, memory(row_major(m, n), cpu_engine(), out.data_ptr())},
+      {DNNL_ARG_SCRATCHPAD, thread_scratchpad(matmul)}};
   at::Tensor bias_row;
   if (bias.defined()) {
     bias_row = bias.contiguous();

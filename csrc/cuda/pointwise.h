@@ -31,6 +31,12 @@ struct CUDABackend {
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
     return aten_addmm(bias, a, b);
   }
+
+  // One slice: every step's kernels already cover the whole batch.
+  template <typename F>
+  static void for_each_batch_slice(int64_t batch, const F& body) {
+    body(0, batch);
+  }
 };
 
 }  // namespace rnnkernels
