@@ -34,7 +34,7 @@ struct CUDABackend {
 
   // One slice: every step's kernels already cover the whole batch.
   template <typename F>
-  static void for_each_batch_slice(int64_t batch, const F& body) {
+  static void for_each_batch_slice(int64_t batch, int64_t /*step_macs*/, const F& body) {
     body(0, batch);
   }
 };
