@@ -19,10 +19,16 @@ def make_gemm(
 ) -> Callable[[], object]:
     """Returns a call computing one [m, k] @ [k, n] product, operands made here.
 
-    The one place that says which GEMM the bound uses: swap the body when the kernels move to
-    a faster one (e.g. oneDNN with a prepacked weight, which may prepare `b` here, once).
+    The one place that says which GEMM the bound uses: the one the kernels use. float32 on the
+    CPU: oneDNN's matmul with the weight prepacked for this m, as rnnkernels' per-step GEMMs
+    (torch's own oneDNN build, reached through torch.ops.mkldnn). Elsewhere ATen's torch.mm
+    (cuBLAS on CUDA), as the kernels.
     """
     a = torch.randn(m, k, dtype=dtype, device=device)
+    if device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.randn(n, k, dtype=dtype), m)
+        linear = torch.ops.mkldnn._linear_pointwise
+        return lambda: linear(a, weight, None, "none", [], "")
     b = torch.randn(k, n, dtype=dtype, device=device)
     out = torch.empty(m, n, dtype=dtype, device=device)
     return lambda: torch.mm(a, b, out=out)

@@ -30,7 +30,8 @@ KIND_COLORS = {"lstm": "#4c72b0", "gru": "#dd8452", "rnn": "#55a868"}
 EXPLANATION = """\
 - speedup: torch.nn median time / rnnkernels median time (above 1: rnnkernels is faster).
 - GEMM bound: the layer's GEMMs (input projection, per-step recurrent products and, when
-  training, the backward ones) timed alone with the project's GEMM; eff. = bound / layer time.
+  training, the backward ones) timed alone with the project's GEMM (float32 on the CPU: oneDNN's
+  matmul with a prepacked weight); eff. = bound / layer time.
 - saved: unique storages autograd saved for backward during the forward (input and
   weights included), from `torch.autograd.graph.saved_tensors_hooks`.
 - max abs diff: largest difference of rnnkernels' outputs from torch.nn's, same weights.
