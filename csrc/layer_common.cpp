@@ -38,7 +38,7 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
   for (const auto& [name, tensor] : {std::pair<const char*, const at::Tensor*>{"input", &input},
                                      {"batch_sizes", &batch_sizes},
                                      {"w_hh", &w_hh}}) {
-    TORCH_CHECK(tensor->defined(), op, ": expected ", name, " to be a tensor, got None");
+    check_defined(op, name, *tensor);
   }
   TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [rows, input_size], got ",
               input.dim(), "-D");
@@ -101,9 +101,13 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
   return shape;
 }
 
+void check_defined(const char* op, const char* name, const at::Tensor& tensor) {
+  TORCH_CHECK(tensor.defined(), op, ": expected ", name, " to be a tensor, got None");
+}
+
 void check_tensor_arg(const char* op, const char* name, const at::Tensor& tensor,
                       const at::Tensor& input, at::IntArrayRef shape) {
-  TORCH_CHECK(tensor.defined(), op, ": expected ", name, " to be a tensor, got None");
+  check_defined(op, name, tensor);
   TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": expected ", name,
               " to have dtype ", input.scalar_type(), " (the dtype of input), got ",
               tensor.scalar_type());

@@ -66,6 +66,9 @@ LayerShape check_layer_args(const char* op, int64_t gates, const at::Tensor& inp
                             const std::optional<at::Tensor>& b_hh,
                             const std::optional<at::Tensor>& w_hr);
 
+// Checks that a required tensor argument came (None from Python is an undefined tensor).
+void check_defined(const char* op, const char* name, const at::Tensor& tensor);
+
 // Checks a tensor argument: defined, the dtype and device of `input`, contiguous, of the given
 // shape. Used by check_layer_args and for the backward operators' extra arguments.
 void check_tensor_arg(const char* op, const char* name, const at::Tensor& tensor,

@@ -1,6 +1,7 @@
 """The rnnkernels:: operators: loads the compiled library (which defines them and their CPU/CUDA
-kernels, csrc/ops.cpp), and registers their fake kernels (for torch.compile and torch.export)
-and their autograd formulas.
+kernels, csrc/ops.cpp, and their autograd, csrc/autograd.cpp), registers their fake kernels (for
+torch.compile and torch.export) and installs the hook that makes create_graph=True backwards
+differentiable.
 
 Shapes (see csrc/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]``, ``h0 [B, P]``,
 ``c0 [B, H]``, ``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh [G*H]``, ``w_hr [P, H]``.
@@ -11,7 +12,7 @@ import torch
 from . import reference
 
 try:
-    from . import _C  # noqa: F401  (importing it registers the operators)
+    from . import _C  # importing it registers the operators
 except ImportError as error:  # pragma: no cover - depends on how the package was installed
     raise ImportError(
         "rnnkernels: the compiled extension rnnkernels._C is missing or failed to load "
@@ -21,15 +22,6 @@ except ImportError as error:  # pragma: no cover - depends on how the package wa
     ) from error
 
 ops = torch.ops.rnnkernels
-
-
-def _grad_or_none(param, grad):
-    """The backward operators return an empty tensor for an absent bias or w_hr."""
-    return None if param is None else grad
-
-
-def _zeros_if_none(grad, like):
-    return torch.zeros_like(like) if grad is None else grad.contiguous()
 
 
 def _reference_grads(forward, inputs, outputs_grads):
@@ -148,112 +140,25 @@ def _rnn_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd. The backward operators need the forward's output and reserve besides its inputs.
-# With grad mode on during the backward (create_graph=True) the gradients are recomputed through
-# the reference instead, so that they are differentiable themselves.
+# Autograd is registered in C++ (csrc/autograd.cpp). A backward with grad mode on
+# (create_graph=True) needs gradients that are differentiable themselves: the C++ autograd asks
+# this hook for them, and it recomputes them through the reference.
 
 
-def _lstm_setup_context(ctx, inputs, output):
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, _train = inputs
-    out, _h_n, _c_n, reserve = output
-    ctx.mark_non_differentiable(reserve)
-    ctx.save_for_backward(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, reserve)
-    ctx.reverse = reverse
-
-
-def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_reserve):
-    input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, reserve = ctx.saved_tensors
-    grad_output = _zeros_if_none(grad_output, out)
-    grad_h_n = _zeros_if_none(grad_h_n, h0)
-    grad_c_n = _zeros_if_none(grad_c_n, c0)
-    params = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    if torch.is_grad_enabled():
-        grads = _reference_grads(
-            lambda x, h, c, wi, wh, bi, bh, wr: reference.lstm_layer(
-                x, batch_sizes, h, c, wi, wh, bi, bh, wr, ctx.reverse
-            ),
-            params,
-            (grad_output, grad_h_n, grad_c_n),
-        )
+def _reference_backward(op, inputs, grads, reverse, nonlinearity):
+    """Differentiable gradients of ``op``'s inputs (all but ``batch_sizes``; None for absent or
+    non-differentiable ones) given those of its outputs; arguments as in csrc/autograd.h."""
+    input, batch_sizes, *params = inputs
+    if op == "lstm_layer":
+        def forward(x, h, c, wi, wh, bi, bh, wr):
+            return reference.lstm_layer(x, batch_sizes, h, c, wi, wh, bi, bh, wr, reverse)
+    elif op == "gru_layer":
+        def forward(x, h, wi, wh, bi, bh):
+            return reference.gru_layer(x, batch_sizes, h, wi, wh, bi, bh, reverse)
     else:
-        grads = ops.lstm_layer_backward(
-            grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih, w_hh, b_ih,
-            b_hh, w_hr, out, reserve, ctx.reverse,
-        )
-        grads = [_grad_or_none(p, g) for p, g in zip(params, grads)]
-    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_hr = grads
-    return g_input, None, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_hr, None, None
+        def forward(x, h, wi, wh, bi, bh):
+            return reference.rnn_layer(x, batch_sizes, h, wi, wh, bi, bh, nonlinearity, reverse)
+    return _reference_grads(forward, [input, *params], tuple(grads))
 
 
-def _gru_setup_context(ctx, inputs, output):
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, _train = inputs
-    out, _h_n, reserve = output
-    ctx.mark_non_differentiable(reserve)
-    ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, reserve)
-    ctx.reverse = reverse
-
-
-def _gru_backward(ctx, grad_output, grad_h_n, _grad_reserve):
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, reserve = ctx.saved_tensors
-    grad_output = _zeros_if_none(grad_output, out)
-    grad_h_n = _zeros_if_none(grad_h_n, h0)
-    params = (input, h0, w_ih, w_hh, b_ih, b_hh)
-    if torch.is_grad_enabled():
-        grads = _reference_grads(
-            lambda x, h, wi, wh, bi, bh: reference.gru_layer(
-                x, batch_sizes, h, wi, wh, bi, bh, ctx.reverse
-            ),
-            params,
-            (grad_output, grad_h_n),
-        )
-    else:
-        grads = ops.gru_layer_backward(
-            grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out, reserve,
-            ctx.reverse,
-        )
-        grads = [_grad_or_none(p, g) for p, g in zip(params, grads)]
-    g_input, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh = grads
-    return g_input, None, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None, None
-
-
-def _rnn_setup_context(ctx, inputs, output):
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, _train = inputs
-    out, _h_n, reserve = output
-    ctx.mark_non_differentiable(reserve)
-    ctx.save_for_backward(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out)
-    ctx.nonlinearity = nonlinearity
-    ctx.reverse = reverse
-
-
-def _rnn_backward(ctx, grad_output, grad_h_n, _grad_reserve):
-    input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, out = ctx.saved_tensors
-    grad_output = _zeros_if_none(grad_output, out)
-    grad_h_n = _zeros_if_none(grad_h_n, h0)
-    params = (input, h0, w_ih, w_hh, b_ih, b_hh)
-    if torch.is_grad_enabled():
-        grads = _reference_grads(
-            lambda x, h, wi, wh, bi, bh: reference.rnn_layer(
-                x, batch_sizes, h, wi, wh, bi, bh, ctx.nonlinearity, ctx.reverse
-            ),
-            params,
-            (grad_output, grad_h_n),
-        )
-    else:
-        grads = ops.rnn_layer_backward(
-            grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh,
-            ctx.nonlinearity, out, ctx.reverse,
-        )
-        grads = [_grad_or_none(p, g) for p, g in zip(params, grads)]
-    g_input, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh = grads
-    return g_input, None, g_h0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None, None, None
-
-
-torch.library.register_autograd(
-    "rnnkernels::lstm_layer", _lstm_backward, setup_context=_lstm_setup_context
-)
-torch.library.register_autograd(
-    "rnnkernels::gru_layer", _gru_backward, setup_context=_gru_setup_context
-)
-torch.library.register_autograd(
-    "rnnkernels::rnn_layer", _rnn_backward, setup_context=_rnn_setup_context
-)
+_C._set_reference_backward(_reference_backward)
