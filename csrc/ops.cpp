@@ -1,5 +1,6 @@
 // The operator schemas, nothing else. Kernels: csrc/cpu/layers_cpu.cpp (CPU) and
-// csrc/cuda/layers_cuda.cpp (CUDA); fake kernels and autograd: rnnkernels/_ops.py.
+// csrc/cuda/layers_cuda.cpp (CUDA); autograd: csrc/autograd.cpp; fake kernels:
+// rnnkernels/_ops.py; the multi-layer operators: csrc/stacked.cpp.
 //
 // Every layer operator runs one direction of one layer over time-major packed rows:
 //   input [N, I] with batch_sizes [T] (int64, CPU, non-increasing, summing to N), h0 [B, P],
@@ -7,6 +8,11 @@
 //   G = 4 (LSTM), 3 (GRU), 1 (RNN); P = proj_size with w_hr, else H; B = batch_sizes[0].
 // `reserve` holds what the backward needs beyond the output (empty when train=False).
 // A backward operator returns an empty tensor as the gradient of an absent bias or w_hr.
+//
+// The multi-layer operators lstm, gru and rnn run torch.nn's LSTM/GRU/RNN over the layer
+// operators (csrc/stacked.cpp): input [T, B, I] ([B, T, I] if batch_first) or packed rows with
+// batch_sizes, states [L*D, B, *], weights as torch.nn's _flat_weights; `train` is torch.nn's
+// `training` (dropout between layers).
 #include <torch/library.h>
 
 TORCH_LIBRARY(rnnkernels, m) {
@@ -40,4 +46,16 @@ TORCH_LIBRARY(rnnkernels, m) {
       "str nonlinearity, Tensor output, bool reverse) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_w_ih, Tensor grad_w_hh, "
       "Tensor grad_b_ih, Tensor grad_b_hh)");
+  m.def(
+      "lstm(Tensor input, Tensor? batch_sizes, Tensor h0, Tensor c0, Tensor[] weights, "
+      "bool has_biases, int num_layers, float dropout, bool train, bool bidirectional, "
+      "bool batch_first) -> (Tensor output, Tensor h_n, Tensor c_n)");
+  m.def(
+      "gru(Tensor input, Tensor? batch_sizes, Tensor h0, Tensor[] weights, bool has_biases, "
+      "int num_layers, float dropout, bool train, bool bidirectional, bool batch_first) "
+      "-> (Tensor output, Tensor h_n)");
+  m.def(
+      "rnn(Tensor input, Tensor? batch_sizes, Tensor h0, Tensor[] weights, str nonlinearity, "
+      "bool has_biases, int num_layers, float dropout, bool train, bool bidirectional, "
+      "bool batch_first) -> (Tensor output, Tensor h_n)");
 }

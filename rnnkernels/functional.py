@@ -1,8 +1,9 @@
 """Functional forms of the multi-layer LSTM, GRU and RNN.
 
-Each takes the input once, normalises it to time-major packed rows plus ``batch_sizes`` (a
-padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free view), and runs
-one ``torch.ops.rnnkernels.*_layer`` per layer and direction, with dropout between layers.
+Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
+or ``rnn`` (csrc/stacked.cpp). That operator normalises the input to time-major packed rows plus
+``batch_sizes`` (a padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free
+view), and runs one ``*_layer`` operator per layer and direction, with dropout between layers.
 
 Arguments (as ``torch._VF.lstm`` & co.):
 
@@ -24,7 +25,6 @@ parameters get float32 gradients. The results come out in the dtypes torch.nn's 
 """
 
 import torch
-import torch.nn.functional as F
 
 from ._ops import ops
 
@@ -99,80 +99,10 @@ def _torch_nn_runs_onednn_lstm(input, packed, projected):
             and (input.dtype != torch.float16 or not torch.is_grad_enabled()))
 
 
-def _needs_grad(tensors):
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def _run(layer, input, batch_sizes, states, weights, bias, num_layers, dropout, training,
-         bidirectional, batch_first, projected):
-    """Runs ``layer(rows, batch_sizes, states, weights, reverse, train) -> (out, states)`` over
-    layers and directions. ``states``: list of ``[L*D, B, *]`` initial states."""
-    packed = batch_sizes is not None
-    if packed:
-        rows = input
-    else:
-        if batch_first:
-            input = input.transpose(0, 1)
-        steps, batch = input.shape[0], input.shape[1]
-        if steps == 0:
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        if batch == 0:
-            return _empty_batch(input, states, weights, bidirectional, batch_first)
-        rows = input.reshape(steps * batch, input.shape[2])
-        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
-
-    directions = 2 if bidirectional else 1
-    per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
-    train = _needs_grad([input, *states, *weights])
-    states = [s.contiguous() for s in states]
-    finals = [[] for _ in states]
-    layer_input = rows.contiguous()
-    for layer_index in range(num_layers):
-        outputs = []
-        for direction in range(directions):
-            index = layer_index * directions + direction
-            params = [w.contiguous() for w in weights[index * per_layer : (index + 1) * per_layer]]
-            out, new_states = layer(layer_input, batch_sizes, [s[index] for s in states], params,
-                                    direction == 1, train)
-            outputs.append(out)
-            for final, state in zip(finals, new_states):
-                final.append(state)
-        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, 1)
-        if dropout > 0 and training and layer_index < num_layers - 1:
-            layer_input = F.dropout(layer_input, dropout, training=True)
-
-    finals = [f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals]
-    output = layer_input
-    if not packed:
-        output = output.view(steps, batch, output.shape[1])
-        if batch_first:
-            output = output.transpose(0, 1)
-    return output, finals
-
-
 def graph_link(tensors):
     """A zero scalar that depends on every tensor given: added to an empty result, it keeps the
     result connected to them (zero gradients), as torch.nn's results are."""
     return sum(t.sum() for t in tensors if t is not None) * 0
-
-
-def _empty_batch(input, states, weights, bidirectional, batch_first):
-    """A batch of 0 sequences: empty outputs of torch.nn's shapes (the operators need rows)."""
-    directions = 2 if bidirectional else 1
-    width = states[0].shape[-1] * directions
-    link = graph_link([input, *states, *weights])
-    output = input.new_zeros((input.shape[0], 0, width)) + link
-    if batch_first:
-        output = output.transpose(0, 1)
-    return output, [s + link for s in states]
-
-
-def _split(params, bias, projected):
-    """(w_ih, w_hh, b_ih, b_hh, w_hr) from one layer-direction's weights."""
-    w_ih, w_hh = params[0], params[1]
-    b_ih, b_hh = (params[2], params[3]) if bias else (None, None)
-    w_hr = params[-1] if projected else None
-    return w_ih, w_hh, b_ih, b_hh, w_hr
 
 
 def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
@@ -191,14 +121,8 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
         state_dtype = autocast_state_dtype(autocast, hx[1])
     input, hx = cast_input, hx_cast
 
-    def layer(rows, sizes, states, params, reverse, train):
-        w_ih, w_hh, b_ih, b_hh, w_hr = _split(params, bias, projected)
-        out, h_n, c_n, _ = ops.lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih,
-                                          b_hh, w_hr, reverse, train)
-        return out, (h_n, c_n)
-
-    output, (h_n, c_n) = _run(layer, input, batch_sizes, list(hx), weights, bias, num_layers,
-                              dropout, training, bidirectional, batch_first, projected)
+    output, h_n, c_n = ops.lstm(input, batch_sizes, hx[0], hx[1], weights, bias, num_layers,
+                                dropout, training, bidirectional, batch_first)
     if state_dtype is not None:
         c_n = c_n.to(state_dtype)
         if not projected:
@@ -212,14 +136,8 @@ def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False
     h0 = hx
     autocast, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
 
-    def layer(rows, sizes, states, params, reverse, train):
-        w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
-        out, h_n, _ = ops.gru_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, reverse,
-                                    train)
-        return out, (h_n,)
-
-    output, (h_n,) = _run(layer, input, batch_sizes, [hx], weights, bias, num_layers, dropout,
-                          training, bidirectional, batch_first, False)
+    output, h_n = ops.gru(input, batch_sizes, hx, weights, bias, num_layers, dropout, training,
+                          bidirectional, batch_first)
     if autocast is not None:
         state_dtype = autocast_state_dtype(autocast, h0)
         output, h_n = output.to(state_dtype), h_n.to(state_dtype)
@@ -232,12 +150,6 @@ def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropou
     ``(output, h_n)``."""
     _, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
 
-    def layer(rows, sizes, states, params, reverse, train):
-        w_ih, w_hh, b_ih, b_hh, _ = _split(params, bias, False)
-        out, h_n, _ = ops.rnn_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh,
-                                    nonlinearity, reverse, train)
-        return out, (h_n,)
-
-    output, (h_n,) = _run(layer, input, batch_sizes, [hx], weights, bias, num_layers, dropout,
-                          training, bidirectional, batch_first, False)
+    output, h_n = ops.rnn(input, batch_sizes, hx, weights, nonlinearity, bias, num_layers,
+                          dropout, training, bidirectional, batch_first)
     return output, h_n

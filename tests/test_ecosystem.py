@@ -116,8 +116,8 @@ def test_compiled_under_autocast_matches_eager():
 
 def test_exported_program_matches_eager(assert_close):
     """torch.export.export of a model with our LSTM and GRU, with a dynamic batch and sequence
-    length: the exported program holds our operators, runs, and matches eager on the traced
-    shape and on another one."""
+    length: the exported program holds our (multi-layer) operators, runs, and matches eager on the
+    traced shape and on another one."""
     _, model = _tagger_pair()
     batch, steps = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("steps", min=2,
                                                                                max=64)
@@ -128,7 +128,7 @@ def test_exported_program_matches_eager(assert_close):
         program = torch.export.export(model, (_tokens(2, 7),),
                                       dynamic_shapes={"tokens": {0: batch, 1: steps}})
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    assert {"rnnkernels.lstm_layer.default", "rnnkernels.gru_layer.default"} <= targets
+    assert {"rnnkernels.lstm.default", "rnnkernels.gru.default"} <= targets
     exported = program.module()
     for shape in ((2, 7), (5, 3)):
         tokens = _tokens(*shape)
