@@ -15,8 +15,8 @@
 //   template <typename F>
 //   static void for_each_batch_slice(int64_t batch, int64_t step_macs, const F& body);
 //     // body(begin, end) over slices of the batch rows [0, batch), which may run concurrently;
-//     // step_macs: multiply-adds of one step's recurrent GEMM over the whole batch (0: slice
-//     // wherever the backend can)
+//     // step_macs: multiply-adds of one step's recurrent GEMM over the whole batch (the same
+//     // for the forward and the backward, whose per-step GEMM has the transposed shape)
 // Everything else is ATen on the tensors' device; nothing here reads device memory, so there is
 // no host synchronisation.
 //
@@ -51,10 +51,6 @@ template <typename T>
 T* data_or_null(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<T>() : nullptr;
 }
-
-// The backward loops always ask for batch slices: besides the GEMM and the pointwise pass, each
-// of their steps copies h_{t-1} rows, which a single slice would copy on one thread.
-constexpr int64_t kAlwaysSlice = 0;
 
 // Copies h_{t-1} of step t's rows among the batch rows [begin, end) into `h_prev` ([N, P], rows
 // of step t), for dW_hh: rows that continue come from the previous step's output rows, rows that
@@ -181,7 +177,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
     using Gemm = typename Backend::template RecurrentGemm<scalar_t>;
-    Backend::for_each_batch_slice(s.batch, kAlwaysSlice, [&](int64_t begin, int64_t end) {
+    const int64_t step_macs = s.batch * 4 * H * s.state;
+    Backend::for_each_batch_slice(s.batch, step_macs, [&](int64_t begin, int64_t end) {
       Gemm recurrent(w_hh, /*transposed=*/false, end - begin, schedule.steps(),
                      /*accumulate=*/false);
       std::optional<Gemm> projection;
@@ -325,7 +322,7 @@ gru_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    Backend::for_each_batch_slice(s.batch, kAlwaysSlice, [&](int64_t begin, int64_t end) {
+    Backend::for_each_batch_slice(s.batch, s.batch * 3 * H * H, [&](int64_t begin, int64_t end) {
       // Accumulates: the pointwise pass leaves the part of dL/dh_{t-1} that bypasses W_hh there.
       typename Backend::template RecurrentGemm<scalar_t> recurrent(
           w_hh, /*transposed=*/false, end - begin, schedule.steps(), /*accumulate=*/true);
@@ -438,7 +435,7 @@ rnn_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_h = grad_h_n.clone();  // [B, H] carried dL/dh, ends as grad_h0
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
-    Backend::for_each_batch_slice(s.batch, kAlwaysSlice, [&](int64_t begin, int64_t end) {
+    Backend::for_each_batch_slice(s.batch, s.batch * H * H, [&](int64_t begin, int64_t end) {
       typename Backend::template RecurrentGemm<scalar_t> recurrent(
           w_hh, /*transposed=*/false, end - begin, schedule.steps(), /*accumulate=*/false);
       scalar_t* grad_h_carried = grad_h.data_ptr<scalar_t>() + begin * H;
