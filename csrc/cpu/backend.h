@@ -31,11 +31,13 @@ struct CPURecurrentGemm {
 };
 
 #ifdef RNNKERNELS_WITH_ONEDNN
-// Below about 2^18 multiply-adds in all, oneDNN's per-call cost (primitive lookup, memory
-// objects) outweighs its faster kernel: measured on (1, 1, 64) layers.
+// Below about 2^18 multiply-adds in all, a matmul primitive's per-call cost (primitive lookup,
+// memory objects) outweighs its faster kernel: measured on (1, 1, 64) layers. dnnl_sgemm, with
+// no per-call set-up, takes those.
 constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
 
-// float32's per-step GEMM: oneDNN's, unless the whole recurrence is too small to repay it.
+// float32's per-step GEMM: a oneDNN matmul primitive, or dnnl_sgemm for a recurrence too small
+// to repay one.
 class CPUFloatRecurrentGemm {
  public:
   CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
@@ -43,7 +45,7 @@ class CPUFloatRecurrentGemm {
     if (steps * max_rows * weight.numel() >= kMinOneDnnWork) {
       onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
     } else {
-      aten_.emplace(weight, transposed, max_rows, steps, accumulate);
+      small_.emplace(weight, transposed, max_rows, steps, accumulate);
     }
   }
 
@@ -51,13 +53,13 @@ class CPUFloatRecurrentGemm {
     if (onednn_) {
       onednn_->run(a, c, rows);
     } else {
-      aten_->run(a, c, rows);
+      small_->run(a, c, rows);
     }
   }
 
  private:
   std::optional<OneDnnRecurrentGemm> onednn_;
-  std::optional<ATenRecurrentGemm<float>> aten_;
+  std::optional<OneDnnSmallGemm> small_;
 };
 
 template <>
@@ -84,8 +86,9 @@ struct CPUBackend {
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
 #ifdef RNNKERNELS_WITH_ONEDNN
-    if (a.scalar_type() == at::kFloat && a.size(0) * a.size(1) * b.size(1) >= kMinOneDnnWork) {
-      return onednn_addmm(bias, a, b);
+    if (a.scalar_type() == at::kFloat) {
+      return a.size(0) * a.size(1) * b.size(1) >= kMinOneDnnWork ? onednn_addmm(bias, a, b)
+                                                                 : onednn_small_addmm(bias, a, b);
     }
 #endif
     return aten_addmm(bias, a, b);

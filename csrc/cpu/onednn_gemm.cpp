@@ -5,6 +5,7 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
 #include <mutex>
 #include <optional>
 #include <tuple>
@@ -190,6 +191,72 @@ void OneDnnRecurrentGemm::run(const float* a, float* c, int64_t rows) {
   s.src.set_data_handle(const_cast<float*>(a));
   s.dst.set_data_handle(c);
   s.primitive.execute(impl_->stream, s.args);
+}
+
+namespace {
+
+void sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float* a,
+           int64_t lda, const float* b, int64_t ldb, float beta, float* c) {
+  const dnnl_status_t status =
+      dnnl_sgemm(trans_a, trans_b, m, n, k, 1.f, a, lda, b, ldb, beta, c, n);
+  TORCH_CHECK(status == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(status));
+}
+
+// How dnnl_sgemm reads a 2-D matrix: 'N' row-major, 'T' column-major (a transposed view), with
+// its leading dimension; anything else is copied to row-major first.
+struct Operand {
+  at::Tensor tensor;
+  char trans;
+  int64_t ld;
+};
+
+Operand operand(const at::Tensor& t) {
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, t.size(1))) {
+    return {t, 'N', t.stride(0)};
+  }
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, t.size(0))) {
+    return {t, 'T', t.stride(1)};
+  }
+  const at::Tensor copy = t.contiguous();
+  return {copy, 'N', std::max<int64_t>(1, copy.size(1))};
+}
+
+}  // namespace
+
+OneDnnSmallGemm::OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t /*max_rows*/,
+                                 int64_t /*steps*/, bool accumulate)
+    : weight_(weight.data_ptr<float>()),
+      k_(transposed ? weight.size(1) : weight.size(0)),
+      n_(transposed ? weight.size(0) : weight.size(1)),
+      transposed_(transposed),
+      accumulate_(accumulate) {
+  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2,
+              "OneDnnSmallGemm: expected a contiguous 2-D float32 weight");
+}
+
+void OneDnnSmallGemm::run(const float* a, float* c, int64_t rows) {
+  if (rows == 0 || n_ == 0) return;
+  if (k_ == 0) {
+    if (!accumulate_) std::fill(c, c + rows * n_, 0.f);
+    return;
+  }
+  sgemm('N', transposed_ ? 'T' : 'N', rows, n_, k_, a, k_, weight_, transposed_ ? k_ : n_,
+        accumulate_ ? 1.f : 0.f, c);
+}
+
+at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
+              "onednn_small_addmm: expected float32 matrices");
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  at::Tensor out = bias.defined() ? bias.expand({m, n}).contiguous()
+                                  : at::empty({m, n}, a.options());
+  if (m == 0 || n == 0) return out;
+  if (k == 0) return bias.defined() ? out : out.zero_();
+  const Operand lhs = operand(a), rhs = operand(b);
+  sgemm(lhs.trans, rhs.trans, m, n, k, lhs.tensor.data_ptr<float>(), lhs.ld,
+        rhs.tensor.data_ptr<float>(), rhs.ld, bias.defined() ? 1.f : 0.f,
+        out.data_ptr<float>());
+  return out;
 }
 
 at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {

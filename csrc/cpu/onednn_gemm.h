@@ -37,8 +37,27 @@ class OneDnnRecurrentGemm {
   std::unique_ptr<Impl> impl_;
 };
 
+// The same product through oneDNN's BLAS-like dnnl_sgemm: no primitive to look up and no memory
+// objects, about a microsecond a call (a matmul primitive costs 2-3, ATen's at::mm 3-4), but
+// slower kernels than a matmul with a prepacked weight: for recurrences too small to repay one.
+class OneDnnSmallGemm {
+ public:
+  OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
+                  bool accumulate);
+
+  void run(const float* a, float* c, int64_t rows);
+
+ private:
+  const float* weight_;
+  int64_t k_, n_;
+  bool transposed_, accumulate_;
+};
+
 // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n], for float32 CPU tensors of any 2-D
 // strides (a transposed view costs nothing). For the large once-per-layer GEMMs.
 at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
+
+// onednn_addmm through dnnl_sgemm, for small products (see OneDnnSmallGemm).
+at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace rnnkernels
