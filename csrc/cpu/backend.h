@@ -35,6 +35,9 @@ struct CPURecurrentGemm {
 // memory objects) outweighs its faster kernel: measured on (1, 1, 64) layers. dnnl_sgemm, with
 // no per-call set-up, takes those.
 constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
+// With one or two rows a step is a matrix-vector product, which dnnl_sgemm runs as fast as a
+// matmul primitive with a prepacked weight (measured 1x128x512, 2x64x256), minus the packing.
+constexpr int64_t kMaxSmallGemmRows = 2;
 
 // float32's per-step GEMM: a oneDNN matmul primitive, or dnnl_sgemm for a recurrence too small
 // to repay one.
@@ -42,7 +45,7 @@ class CPUFloatRecurrentGemm {
  public:
   CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
                         int64_t steps, bool accumulate) {
-    if (steps * max_rows * weight.numel() >= kMinOneDnnWork) {
+    if (max_rows > kMaxSmallGemmRows && steps * max_rows * weight.numel() >= kMinOneDnnWork) {
       onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
     } else {
       small_.emplace(weight, transposed, max_rows, steps, accumulate);
