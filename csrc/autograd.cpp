@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "layer_common.h"
+#include "op_handles.h"
 
 namespace rnnkernels {
 namespace {
@@ -21,11 +22,6 @@ using OptionalTensor = std::optional<at::Tensor>;
 ReferenceBackward& reference_backward() {
   static ReferenceBackward hook;
   return hook;
-}
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
 OptionalTensor optional(const at::Tensor& t) {
@@ -94,10 +90,7 @@ struct LSTMLayer : torch::autograd::Function<LSTMLayer> {
                                const at::Tensor& w_hh, const OptionalTensor& b_ih,
                                const OptionalTensor& b_hh, const OptionalTensor& w_hr,
                                bool reverse, bool train) {
-    static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-        const OptionalTensor&, bool, bool)>("rnnkernels::lstm_layer");
+    const auto& op = ops::lstm_layer();
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     variable_list out =
         to_list(op.call(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train));
@@ -110,12 +103,7 @@ struct LSTMLayer : torch::autograd::Function<LSTMLayer> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                                              at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&, const OptionalTensor&, const OptionalTensor&, const OptionalTensor&,
-        const at::Tensor&, const at::Tensor&, bool)>("rnnkernels::lstm_layer_backward");
+    const auto& op = ops::lstm_layer_backward();
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor &input = saved[0], &batch_sizes = saved[1], &h0 = saved[2], &c0 = saved[3];
     const at::Tensor &output = saved[9], &reserve = saved[10];
@@ -140,10 +128,6 @@ struct LSTMLayer : torch::autograd::Function<LSTMLayer> {
 // GRU and RNN: the same arguments but for RNN's nonlinearity, and no cell state.
 template <bool IsGRU>
 struct GatedOrElmanLayer : torch::autograd::Function<GatedOrElmanLayer<IsGRU>> {
-  using Result = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-  using Grads =
-      std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
   static variable_list run(AutogradContext* ctx, variable_list out, const at::Tensor& input,
                            const at::Tensor& batch_sizes, const at::Tensor& h0,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -163,10 +147,7 @@ struct GatedOrElmanLayer : torch::autograd::Function<GatedOrElmanLayer<IsGRU>> {
                                const at::Tensor& w_ih, const at::Tensor& w_hh,
                                const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                                bool reverse, bool train) {
-    static const auto op = find_op<Result(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const at::Tensor&, const at::Tensor&,
-                                          const OptionalTensor&, const OptionalTensor&, bool,
-                                          bool)>("rnnkernels::gru_layer");
+    const auto& op = ops::gru_layer();
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     return run(ctx,
                to_list(op.call(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, train)),
@@ -178,10 +159,7 @@ struct GatedOrElmanLayer : torch::autograd::Function<GatedOrElmanLayer<IsGRU>> {
                                const at::Tensor& w_ih, const at::Tensor& w_hh,
                                const OptionalTensor& b_ih, const OptionalTensor& b_hh,
                                c10::string_view nonlinearity, bool reverse, bool train) {
-    static const auto op = find_op<Result(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                          const at::Tensor&, const at::Tensor&,
-                                          const OptionalTensor&, const OptionalTensor&,
-                                          c10::string_view, bool, bool)>("rnnkernels::rnn_layer");
+    const auto& op = ops::rnn_layer();
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
     variable_list out = to_list(
         op.call(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, train));
@@ -205,22 +183,12 @@ struct GatedOrElmanLayer : torch::autograd::Function<GatedOrElmanLayer<IsGRU>> {
       result = differentiable_grads(IsGRU ? "gru_layer" : "rnn_layer", inputs, grads, reverse,
                                     nonlinearity);
     } else if constexpr (IsGRU) {
-      static const auto op =
-          find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                        const at::Tensor&, const at::Tensor&, bool)>(
-              "rnnkernels::gru_layer_backward");
+      const auto& op = ops::gru_layer_backward();
       result = grads_of(differentiable(inputs),
                         to_list(op.call(grads[0], grads[1], input, batch_sizes, h0, w_ih, w_hh,
                                         b_ih, b_hh, output, saved[8], reverse)));
     } else {
-      static const auto op =
-          find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                        const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-                        c10::string_view, const at::Tensor&, bool)>(
-              "rnnkernels::rnn_layer_backward");
+      const auto& op = ops::rnn_layer_backward();
       result = grads_of(differentiable(inputs),
                         to_list(op.call(grads[0], grads[1], input, batch_sizes, h0, w_ih, w_hh,
                                         b_ih, b_hh, nonlinearity, output, reverse)));

@@ -16,16 +16,13 @@
 #include <utility>
 #include <vector>
 
+#include "op_handles.h"
+
 namespace rnnkernels {
 namespace {
 
 using OptionalTensor = std::optional<at::Tensor>;
 using Tensors = std::vector<at::Tensor>;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 struct Stack {
   const char* op;
@@ -148,10 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm(
     const at::Tensor& input, const OptionalTensor& batch_sizes, const at::Tensor& h0,
     const at::Tensor& c0, at::TensorList weights, bool has_biases, int64_t num_layers,
     double dropout, bool train, bool bidirectional, bool batch_first) {
-  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const OptionalTensor&, const OptionalTensor&,
-      const OptionalTensor&, bool, bool)>("rnnkernels::lstm_layer");
+  const auto& op = ops::lstm_layer();
   const Stack stack{"lstm", num_layers, dropout, train, bidirectional, batch_first};
   // A projection (proj_size) is present when each layer and direction has a fifth weight.
   const int64_t unprojected = 2 + (has_biases ? 2 : 0);
@@ -174,10 +168,7 @@ std::tuple<at::Tensor, at::Tensor> gru(const at::Tensor& input, const OptionalTe
                                        const at::Tensor& h0, at::TensorList weights,
                                        bool has_biases, int64_t num_layers, double dropout,
                                        bool train, bool bidirectional, bool batch_first) {
-  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const OptionalTensor&, const OptionalTensor&, bool, bool)>(
-      "rnnkernels::gru_layer");
+  const auto& op = ops::gru_layer();
   const Stack stack{"gru", num_layers, dropout, train, bidirectional, batch_first};
   auto layer = [&](const at::Tensor& rows, const at::Tensor& sizes, const Tensors& states,
                    const Tensors& params, bool reverse, bool needs_grad) {
@@ -196,10 +187,7 @@ std::tuple<at::Tensor, at::Tensor> rnn(const at::Tensor& input, const OptionalTe
                                        c10::string_view nonlinearity, bool has_biases,
                                        int64_t num_layers, double dropout, bool train,
                                        bool bidirectional, bool batch_first) {
-  static const auto op = find_op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const OptionalTensor&, const OptionalTensor&, c10::string_view, bool,
-      bool)>("rnnkernels::rnn_layer");
+  const auto& op = ops::rnn_layer();
   const Stack stack{"rnn", num_layers, dropout, train, bidirectional, batch_first};
   auto layer = [&](const at::Tensor& rows, const at::Tensor& sizes, const Tensors& states,
                    const Tensors& params, bool reverse, bool needs_grad) {
