@@ -9,7 +9,7 @@ import sys
 import warnings
 
 import torch
-from setuptools import find_packages, setup
+from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -89,22 +89,29 @@ def find_onednn():
 cxx_flags = ["-O3", "-fopenmp"]
 common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
 onednn = find_onednn()
-extension_options = {"extra_link_args": ["-fopenmp"]}
+# What csrc/build_info.cpp reports, as bare tokens (it stringifies them).
+macros = [("RNNKERNELS_BUILT_WITH_TORCH", torch.__version__)]
+extension_options = {"extra_link_args": ["-fopenmp"], "define_macros": macros}
 if onednn:
     extension_options.update(
         include_dirs=[os.path.join(onednn, "include")],
         library_dirs=[os.path.join(onednn, "lib")],
         libraries=["dnnl"],
         runtime_library_dirs=[os.path.join(onednn, "lib")],
-        define_macros=[("RNNKERNELS_WITH_ONEDNN", "1")],
     )
+    macros.append(("RNNKERNELS_WITH_ONEDNN", "1"))
 else:
     common.remove("csrc/cpu/onednn_gemm.cpp")
     warnings.warn(
         "rnnkernels: oneDNN >= 3 not found, float32 CPU GEMMs will use ATen's (slower). "
-        "`pip install onednn-cpu-gomp onednn-devel-cpu-gomp` before building to use it."
+        "`pip install onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0` before building "
+        "to use it; the installed package warns about this at import."
     )
 if build_cuda():
+    # The sm_XX targets TORCH_CUDA_ARCH_LIST (or torch's default) asks for, joined by "/".
+    arch_flags = torch.utils.cpp_extension._get_cuda_arch_flags()
+    archs = sorted(set(re.findall(r"code=(sm_\d+a?)", " ".join(arch_flags))))
+    macros.append(("RNNKERNELS_CUDA_ARCHS", "/".join(archs)))
     extension = CUDAExtension(
         "rnnkernels._C",
         common + sources("csrc/cuda/*.cpp") + sources("csrc/kernels/*.cu"),
@@ -118,13 +125,5 @@ else:
         "rnnkernels._C", common, extra_compile_args={"cxx": cxx_flags}, **extension_options
     )
 
-setup(
-    name="rnnkernels",
-    version="0.1.0",
-    description="Fused LSTM, GRU and RNN kernels for PyTorch, drop-in for torch.nn",
-    packages=find_packages(include=["rnnkernels", "rnnkernels.*"]),
-    ext_modules=[extension],
-    cmdclass={"build_ext": BuildWithIsaFlags},
-    python_requires=">=3.9",
-    install_requires=["torch", "numpy"],
-)
+# Metadata (name, version, dependencies) lives in pyproject.toml.
+setup(ext_modules=[extension], cmdclass={"build_ext": BuildWithIsaFlags})

@@ -7,6 +7,8 @@ Shapes (see csrc/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]``
 ``c0 [B, H]``, ``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh [G*H]``, ``w_hr [P, H]``.
 """
 
+import warnings
+
 import torch
 
 from . import reference
@@ -22,6 +24,16 @@ except ImportError as error:  # pragma: no cover - depends on how the package wa
     ) from error
 
 ops = torch.ops.rnnkernels
+
+BUILD_INFO = dict(_C._build_info())
+if not BUILD_INFO["onednn"]:
+    warnings.warn(
+        "rnnkernels was built without oneDNN: float32 GEMMs on the CPU run through ATen's, "
+        "which makes CPU layers several times slower (training can fall below torch.nn). "
+        "Install oneDNN and rebuild: `pip install onednn-cpu-gomp==2023.2.0 "
+        "onednn-devel-cpu-gomp==2023.2.0 && pip install --no-build-isolation --force-reinstall "
+        "--no-deps .` from the source tree."
+    )
 
 
 def _reference_grads(forward, inputs, outputs_grads):

@@ -2,6 +2,8 @@
 // the CPU support, as ATen does (at::get_cpu_capability, which also honours ATEN_CPU_CAPABILITY).
 #include "backend.h"
 
+#include "../build_info.h"
+
 #include <ATen/Version.h>
 
 #include <c10/util/BFloat16.h>
@@ -45,6 +47,18 @@ Isa cpu_isa() {
 }
 
 }  // namespace
+
+const char* cpu_isa_name() {
+  switch (cpu_isa()) {
+    case Isa::kAVX512:
+      return "AVX512";
+    case Isa::kAVX2:
+      return "AVX2";
+    case Isa::kDefault:
+      break;
+  }
+  return "default";
+}
 
 #if defined(__x86_64__)
 #define RNNKERNELS_CALL_ISA(...)           \
