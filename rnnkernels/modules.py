@@ -1,27 +1,42 @@
 """Drop-in replacements of torch.nn.LSTM, GRU, RNN and their cells, running rnnkernels' fused
 operators.
 
-The layers subclass ``torch.nn.RNNBase`` (not ``nn.LSTM`` & co., which torch.compile refuses to
-trace): RNNBase keeps the parameters, their names and order, initialisation, ``_flat_weights``,
-``all_weights``, ``state_dict``, ``repr`` and pickling exactly as torch.nn's. The cells subclass
-the torch.nn cells and replace only ``forward``. Argument checks raise torch.nn's exception types
-and messages; where torch.nn checks nothing (a PackedSequence with the wrong feature size into an
-LSTM) these check as for a padded input.
+The layers subclass ``torch.nn.LSTM``, ``GRU`` and ``RNN`` and the cells the torch.nn cells, so
+``isinstance`` checks, parameters (names, order, initialisation), ``_flat_weights``,
+``all_weights``, ``state_dict``, ``repr`` and pickling are torch.nn's; only ``forward`` is
+replaced. Argument checks raise torch.nn's exception types and messages; where torch.nn checks
+nothing (a PackedSequence with the wrong feature size into an LSTM) these check as for a padded
+input.
+
+Two consequences of being torch.nn's classes:
+
+- ``torch.onnx.export`` runs torch.nn's own forward (our operators have no ONNX form), so a model
+  exports to the standard ONNX ``LSTM``/``GRU``/``RNN`` operators as torch.nn's does; an LSTM
+  with a projection, which ONNX's LSTM lacks, exports as ``rnnkernels.reference``'s steps.
+- TorchDynamo graph-breaks around instances of ``nn.LSTM``/``GRU``/``RNN`` unless
+  ``torch._dynamo.config.allow_rnn = True``; with that flag set by the user, ``torch.compile``
+  traces our operators. The package never sets it: it would change how the user's own torch.nn
+  layers compile.
 """
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import functional
+from . import functional, reference
 from ._ops import ops
 
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 
+def _exporting_to_onnx():
+    """Whether torch.onnx.export (either exporter) is tracing this call."""
+    return not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export()
+
+
 class _Recurrent(nn.RNNBase):
-    """The forward shared by LSTM, GRU and RNN: torch.nn's input handling around
-    ``self._run(input, hx, batch_sizes) -> (output, hidden)``."""
+    """The forward shared by LSTM, GRU and RNN, placed before the torch.nn class in the bases:
+    torch.nn's input handling around ``self._run(input, hx, batch_sizes) -> (output, hidden)``."""
 
     def _check_hx_dims(self, hx, is_batched):
         expected = 3 if is_batched else 2
@@ -54,7 +69,13 @@ class _Recurrent(nn.RNNBase):
                 f"got {hx.dtype}"
             )
 
+    def _onnx_has_no_operator(self):
+        """Whether ONNX lacks an operator for this layer (so torch.nn cannot export it)."""
+        return False
+
     def forward(self, input, hx=None):
+        if _exporting_to_onnx() and not self._onnx_has_no_operator():
+            return super().forward(input, hx)
         self._update_flat_weights()
         orig_input = input
         if isinstance(orig_input, PackedSequence):
@@ -100,18 +121,10 @@ class _Recurrent(nn.RNNBase):
         )
 
 
-class LSTM(_Recurrent):
-    """Drop-in ``torch.nn.LSTM``: same arguments (``input_size, hidden_size, num_layers=1,
-    bias=True, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None,
-    dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::lstm_layer``."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__("LSTM", *args, **kwargs)
-
-    # torch.nn.LSTM's own (h, c) handling, reused as is.
-    get_expected_cell_size = nn.LSTM.get_expected_cell_size
-    check_forward_args = nn.LSTM.check_forward_args
-    permute_hidden = nn.LSTM.permute_hidden
+class LSTM(_Recurrent, nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (a subclass): same arguments (``input_size, hidden_size,
+    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
+    device=None, dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::lstm``."""
 
     def _check_hx_dims(self, hx, is_batched):
         expected = 3 if is_batched else 2
@@ -143,55 +156,42 @@ class LSTM(_Recurrent):
         super()._check_state(input, hx[0])
         super()._check_state(input, hx[1])
 
+    def _onnx_has_no_operator(self):
+        # ONNX's LSTM has no projection: torch.nn's TorchScript exporter refuses such a layer and
+        # its dynamo exporter writes a graph onnxruntime rejects. Ours exports the reference's
+        # steps (standard operators, unrolled to the traced sequence length).
+        return self.proj_size > 0
+
     def _run(self, input, hx, batch_sizes):
-        return functional.lstm(input, hx, self._flat_weights, batch_sizes=batch_sizes,
-                               **self._options())
+        exporting = self._onnx_has_no_operator() and _exporting_to_onnx()
+        run = reference.lstm if exporting else functional.lstm
+        return run(input, hx, self._flat_weights, batch_sizes=batch_sizes, **self._options())
 
 
-class GRU(_Recurrent):
-    """Drop-in ``torch.nn.GRU``: same arguments (``input_size, hidden_size, num_layers=1,
-    bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None``),
-    parameters, inputs and outputs; runs ``rnnkernels::gru_layer``."""
-
-    def __init__(self, *args, **kwargs):
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        super().__init__("GRU", *args, **kwargs)
+class GRU(_Recurrent, nn.GRU):
+    """Drop-in ``torch.nn.GRU`` (a subclass): same arguments (``input_size, hidden_size,
+    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None,
+    dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::gru``."""
 
     def _run(self, input, hx, batch_sizes):
         return functional.gru(input, hx, self._flat_weights, batch_sizes=batch_sizes,
                               **self._options())
 
 
-class RNN(_Recurrent):
-    """Drop-in ``torch.nn.RNN``: same arguments (``input_size, hidden_size, num_layers=1,
-    nonlinearity='tanh', bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-    device=None, dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::rnn_layer``."""
-
-    def __init__(self, *args, **kwargs):
-        if "proj_size" in kwargs:
-            raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
-        # As torch.nn.RNN: nonlinearity is the 4th positional argument, before bias.
-        if len(args) > 3:
-            self.nonlinearity = args[3]
-            args = args[:3] + args[4:]
-        else:
-            self.nonlinearity = kwargs.pop("nonlinearity", "tanh")
-        if self.nonlinearity == "tanh":
-            mode = "RNN_TANH"
-        elif self.nonlinearity == "relu":
-            mode = "RNN_RELU"
-        else:
-            raise ValueError(
-                f"Unknown nonlinearity '{self.nonlinearity}'. Select from 'tanh' or 'relu'."
-            )
-        super().__init__(mode, *args, **kwargs)
+class RNN(_Recurrent, nn.RNN):
+    """Drop-in ``torch.nn.RNN`` (a subclass): same arguments (``input_size, hidden_size,
+    num_layers=1, nonlinearity='tanh', bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None``), parameters, inputs and outputs; runs
+    ``rnnkernels::rnn``."""
 
     def _input_dims_message(self, input):
         return f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
 
     def _run(self, input, hx, batch_sizes):
-        return functional.rnn(input, hx, self._flat_weights, nonlinearity=self.nonlinearity,
+        # The mode fixed at construction, as torch.nn's: a later change of self.nonlinearity
+        # changes nothing.
+        nonlinearity = "relu" if self.mode == "RNN_RELU" else "tanh"
+        return functional.rnn(input, hx, self._flat_weights, nonlinearity=nonlinearity,
                               batch_sizes=batch_sizes, **self._options())
 
 
@@ -269,6 +269,8 @@ class LSTMCell(nn.LSTMCell):
     """Drop-in ``torch.nn.LSTMCell`` running ``rnnkernels::lstm_layer`` for one step."""
 
     def forward(self, input, hx=None):
+        if _exporting_to_onnx():
+            return super().forward(input, hx)
         _check_cell_dims("LSTMCell", input,
                          [] if hx is None else [(f"hx[{i}]", v) for i, v in enumerate(hx)])
         is_batched = input.dim() == 2
@@ -299,6 +301,8 @@ class GRUCell(nn.GRUCell):
     """Drop-in ``torch.nn.GRUCell`` running ``rnnkernels::gru_layer`` for one step."""
 
     def forward(self, input, hx=None):
+        if _exporting_to_onnx():
+            return super().forward(input, hx)
         _check_cell_dims("GRUCell", input, [] if hx is None else [("hidden", hx)])
         return _single_state_cell(
             self, input, hx,
@@ -311,6 +315,8 @@ class RNNCell(nn.RNNCell):
     """Drop-in ``torch.nn.RNNCell`` running ``rnnkernels::rnn_layer`` for one step."""
 
     def forward(self, input, hx=None):
+        if _exporting_to_onnx():
+            return super().forward(input, hx)
         _check_cell_dims("RNNCell", input, [] if hx is None else [("hidden", hx)])
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
@@ -337,3 +343,9 @@ def _single_state_cell(cell, input, hx, run, carries_state):
     else:
         ret = _cell_step(cell, input, (hx,), run, carried_state=hx if carries_state else None)
     return ret if is_batched else ret.squeeze(0)
+
+
+# Whole-model checkpoints: torch.load(weights_only=True), torch's default, unpickles only
+# allowlisted classes. Programs allowlist torch.nn's layers; ours are allowlisted with them once
+# the package is imported, so such a checkpoint loads after rnnkernels.convert too.
+torch.serialization.add_safe_globals([LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell])

@@ -1,5 +1,6 @@
-"""Plain PyTorch references of the layer operators: the test oracle, and the differentiable
-path for double backward.
+"""Plain PyTorch references of the layer operators (and a multi-layer LSTM): the test oracle, the
+differentiable path for double backward, and what ONNX export runs where ONNX has no operator
+(an LSTM with a projection).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
@@ -19,8 +20,10 @@ import torch.nn.functional as F
 
 
 def _steps(batch_sizes, reverse):
-    """(offset, rows) of every step, in the order the direction visits them."""
-    sizes = [int(s) for s in batch_sizes.tolist()]
+    """(offset, rows) of every step, in the order the direction visits them; ``batch_sizes`` a
+    tensor or a list of ints."""
+    sizes = [int(s) for s in (batch_sizes.tolist() if torch.is_tensor(batch_sizes)
+                              else batch_sizes)]
     offsets = [0]
     for size in sizes[:-1]:
         offsets.append(offsets[-1] + size)
@@ -87,3 +90,63 @@ def rnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinea
 
     output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
     return output, h_n
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-layer forms, with the arguments and results of rnnkernels.functional's.
+
+
+def _stack(layer, input, states, weights, bias, num_layers, dropout, training, bidirectional,
+           batch_first, batch_sizes, projected=False):
+    """Runs ``layer(rows, batch_sizes, states, params, reverse) -> (out, new_states)`` over layers
+    and directions as torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``.
+    A padded input's step sizes are a list of ints, so that tracing sees no tensor contents."""
+    directions = 2 if bidirectional else 1
+    per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
+    if batch_sizes is None:
+        if batch_first:
+            input = input.transpose(0, 1)
+        steps, batch = input.shape[0], input.shape[1]
+        rows, sizes = input.reshape(steps * batch, input.shape[2]), [batch] * steps
+    else:
+        rows, sizes = input, batch_sizes
+    finals = [[] for _ in states]
+    for index in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            k = index * directions + direction
+            params = list(weights[k * per_layer:(k + 1) * per_layer])
+            w_ih, w_hh = params[:2]
+            b_ih, b_hh = params[2:4] if bias else (None, None)
+            w_hr = params[-1] if projected else None
+            out, new = layer(rows, sizes, [s[k] for s in states], (w_ih, w_hh, b_ih, b_hh, w_hr),
+                             direction == 1)
+            outputs.append(out)
+            for final, state in zip(finals, new):
+                final.append(state)
+        rows = torch.cat(outputs, 1)
+        if dropout > 0 and training and index + 1 < num_layers:
+            rows = F.dropout(rows, dropout)
+    if batch_sizes is None:
+        rows = rows.view(steps, batch, rows.shape[1])
+        if batch_first:
+            rows = rows.transpose(0, 1)
+    return rows, [torch.stack(final) for final in finals]
+
+
+def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+         bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer LSTM as ``rnnkernels.functional.lstm``. Returns ``(output, (h_n, c_n))``."""
+    directions = 2 if bidirectional else 1
+    projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
+
+    def layer(rows, sizes, states, params, reverse):
+        w_ih, w_hh, b_ih, b_hh, w_hr = params
+        out, h_n, c_n = lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih, b_hh,
+                                   w_hr, reverse)
+        return out, [h_n, c_n]
+
+    output, (h_n, c_n) = _stack(layer, input, list(hx), weights, bias, num_layers, dropout,
+                                training, bidirectional, batch_first, batch_sizes, projected)
+    return output, (h_n, c_n)
+

@@ -65,3 +65,37 @@ def test_reference_matches_torch_nn(kind, options):
             for got_state, want_state in zip(got[1:], states):
                 torch.testing.assert_close(got_state, want_state[direction], rtol=1e-10,
                                            atol=1e-12)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize(
+    "options",
+    [pytest.param(dict(num_layers=2, bidirectional=True, proj_size=2), id="L2-bidir-proj2"),
+     pytest.param(dict(num_layers=3, batch_first=True, bias=False), id="L3-batch_first-nobias")],
+)
+def test_multi_layer_lstm_reference_matches_torch_nn(options, packed):
+    """reference.lstm, the layer loop ONNX export runs for a projected LSTM, against torch.nn's
+    multi-layer LSTM (padded and packed input, initial states given)."""
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, dtype=torch.float64, **options)
+    layers = options["num_layers"] * (2 if options.get("bidirectional") else 1)
+    state_size = options.get("proj_size", 0) or HIDDEN_SIZE
+    h0 = torch.randn(layers, len(LENGTHS), state_size, dtype=torch.float64)
+    c0 = torch.randn(layers, len(LENGTHS), HIDDEN_SIZE, dtype=torch.float64)
+    sequences = [torch.randn(n, INPUT_SIZE, dtype=torch.float64) for n in LENGTHS]
+    kwargs = {k: v for k, v in options.items() if k != "proj_size"}
+    if packed:
+        kwargs.pop("batch_first", None)
+        data = pack_sequence(sequences)
+        x, batch_sizes = data.data, data.batch_sizes
+    else:
+        data = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=options.get("batch_first",
+                                                                                  False))
+        x, batch_sizes = data, None
+    with torch.no_grad():
+        expected, (h_n, c_n) = module(data, (h0, c0))
+        got, (got_h, got_c) = reference.lstm(x, (h0, c0), module._flat_weights,
+                                             batch_sizes=batch_sizes, **kwargs)
+    want = expected.data if packed else expected
+    for g, w in ((got, want), (got_h, h_n), (got_c, c_n)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
