@@ -8,16 +8,17 @@
 #   CUDA_HOME             the toolkit (default /usr/local/cuda-13.0; the nvcc on PATH is a
 #                         wrapper script, from which torch would guess a wrong CUDA_HOME)
 #   RNNKERNELS_CUDA_VENV  the venv (default ~/.cache/rnnkernels/cuda-venv), kept between runs:
-#                         its torch is 5.4 GB, and a venv that has it skips the download
+#                         its torch is 5.5 GB, and a venv that has it skips the install
+#   RNNKERNELS_CUDA_TORCH the torch version (default 2.14.1)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 export CUDA_HOME="${CUDA_HOME:-/usr/local/cuda-13.0}"
 VENV="${RNNKERNELS_CUDA_VENV:-$HOME/.cache/rnnkernels/cuda-venv}"
-# The newest torch on the registry, a CUDA 13.2 build. The local toolkit is 13.0; nvcc's minor
-# version may differ from torch's (torch only warns), the major may not.
-TORCH_VERSION=2.15.0
+# The newest torch pip serves on the project's machines (it refuses newer ones: `torch<=2.14.1`),
+# a CUDA 13.0 build that pip takes from the machine's disk, matching the local toolkit.
+TORCH_VERSION="${RNNKERNELS_CUDA_TORCH:-2.14.1}"
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 
@@ -95,6 +96,9 @@ elf = subprocess.run([cuobjdump, "--list-elf", _C.__file__], check=True, capture
 for arch in ("sm_80", "sm_90"):
     assert f".{arch}." in elf, f"no {arch} code in {_C.__file__}:\n{elf}"
 print("cuda.sh: kernels built for sm_80 and sm_90")
+info = rnnkernels._ops.BUILD_INFO
+assert info["cuda_archs"] == "sm_80 sm_90", f"the build reports CUDA targets {info}"
+print(f"cuda.sh: the build reports {info}")
 
 # This build's CPU kernels work (it compiles the CPU sources with other flags than the CPU build);
 # float32, so that the oneDNN GEMMs run too.
