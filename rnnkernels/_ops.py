@@ -26,14 +26,21 @@ except ImportError as error:  # pragma: no cover - depends on how the package wa
 ops = torch.ops.rnnkernels
 
 BUILD_INFO = dict(_C._build_info())
-if not BUILD_INFO["onednn"]:
-    warnings.warn(
-        "rnnkernels was built without oneDNN: float32 GEMMs on the CPU run through ATen's, "
-        "which makes CPU layers several times slower (training can fall below torch.nn). "
-        "Install oneDNN and rebuild: `pip install onednn-cpu-gomp==2023.2.0 "
-        "onednn-devel-cpu-gomp==2023.2.0 && pip install --no-build-isolation --force-reinstall "
-        "--no-deps .` from the source tree."
-    )
+
+
+def warn_if_slow_build(info):
+    """Warns when the build lacks oneDNN (``pip install -q`` hides the build's own warning)."""
+    if not info["onednn"]:
+        warnings.warn(
+            "rnnkernels was built without oneDNN: float32 GEMMs on the CPU run through ATen's, "
+            "which makes CPU layers several times slower (training can fall below torch.nn). "
+            "Install oneDNN and rebuild: `pip install onednn-cpu-gomp==2023.2.0 "
+            "onednn-devel-cpu-gomp==2023.2.0 && pip install --no-build-isolation "
+            "--force-reinstall --no-deps .` from the source tree."
+        )
+
+
+warn_if_slow_build(BUILD_INFO)
 
 
 def _reference_grads(forward, inputs, outputs_grads):

@@ -263,3 +263,16 @@ def test_build_report():
     assert info["cpu_isa"] in ("AVX512", "AVX2", "default")
     assert f"CPU instruction set: {info['cpu_isa']}" in out
     assert ("oneDNN: " + info["onednn"]) in out if info["onednn"] else "oneDNN: none" in out
+
+
+def test_a_build_without_onednn_warns():
+    info = dict(rnnkernels._ops.BUILD_INFO, onednn="")
+    with pytest.warns(UserWarning, match="built without oneDNN.*onednn-cpu-gomp"):
+        rnnkernels._ops.warn_if_slow_build(info)
+
+
+def test_import_is_silent_with_onednn():
+    """The build CI makes (with oneDNN) imports without a warning."""
+    if not rnnkernels._ops.BUILD_INFO["onednn"]:
+        pytest.skip("this build has no oneDNN")
+    subprocess.run([sys.executable, "-W", "error", "-c", "import rnnkernels"], check=True)
