@@ -6,6 +6,8 @@
 #include <dnnl.hpp>
 
 #include <algorithm>
+#include <cstdlib>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <tuple>
@@ -104,14 +106,62 @@ Matmul create(const MatmulKey& key) {
   return {dnnl::matmul(pd), pd.weights_desc(), pd.scratchpad_desc()};
 }
 
-const Matmul& cached_matmul(const MatmulKey& key) {
-  // Recursive: creating a packed-weights primitive first looks up the layout chooser.
-  static std::recursive_mutex mutex;
-  static std::unordered_map<MatmulKey, Matmul, MatmulKeyHash> cache;
-  const std::lock_guard<std::recursive_mutex> lock(mutex);
-  auto found = cache.find(key);
-  if (found == cache.end()) found = cache.emplace(key, create(key)).first;
-  return found->second;
+// The most recently used primitives, at most `capacity` of them: a packed batch of a new total
+// length needs primitives of new shapes, so variable-length training would otherwise keep one
+// per length ever seen (each holds its JIT-compiled kernel, about a megabyte of address space).
+class MatmulCache {
+ public:
+  explicit MatmulCache(size_t capacity) : capacity_(capacity) {}
+
+  // A copy: primitives are reference-counted handles, so one evicted meanwhile stays valid for
+  // whoever holds it.
+  Matmul get(const MatmulKey& key) {
+    // Recursive: creating a packed-weights primitive first looks up the layout chooser.
+    const std::lock_guard<std::recursive_mutex> lock(mutex_);
+    auto found = index_.find(key);
+    if (found != index_.end()) {
+      entries_.splice(entries_.begin(), entries_, found->second);
+      return found->second->second;
+    }
+    Matmul matmul = create(key);
+    entries_.emplace_front(key, matmul);
+    index_[key] = entries_.begin();
+    while (entries_.size() > capacity_) {
+      index_.erase(entries_.back().first);
+      entries_.pop_back();
+    }
+    return matmul;
+  }
+
+ private:
+  using Entries = std::list<std::pair<MatmulKey, Matmul>>;
+  std::recursive_mutex mutex_;
+  size_t capacity_;
+  Entries entries_;  // most recently used first
+  std::unordered_map<MatmulKey, Entries::iterator, MatmulKeyHash> index_;
+};
+
+// RNNKERNELS_PRIMITIVE_CACHE_CAPACITY, read once, else kDefaultPrimitiveCacheCapacity.
+size_t primitive_cache_capacity() {
+  const char* value = std::getenv("RNNKERNELS_PRIMITIVE_CACHE_CAPACITY");
+  if (value == nullptr || *value == '\0') return kDefaultPrimitiveCacheCapacity;
+  char* end = nullptr;
+  const long long capacity = std::strtoll(value, &end, 10);
+  TORCH_CHECK(*end == '\0' && capacity >= 1,
+              "RNNKERNELS_PRIMITIVE_CACHE_CAPACITY: expected a whole number >= 1, got '", value,
+              "'");
+  return static_cast<size_t>(capacity);
+}
+
+Matmul cached_matmul(const MatmulKey& key) {
+  static MatmulCache cache = [] {
+    const size_t capacity = primitive_cache_capacity();
+    // oneDNN keeps a cache of its own (1024 primitives by default) of what this one already
+    // holds; bounded alike, evicting here frees the memory.
+    dnnl::set_primitive_cache_capacity(static_cast<int>(std::min<size_t>(capacity, 1 << 20)));
+    return MatmulCache(capacity);
+  }();
+  return cache.get(key);
 }
 
 memory::desc weights_desc(const MatmulKey& key) {
@@ -146,7 +196,7 @@ struct OneDnnRecurrentGemm::Impl {
       MatmulKey step_key = key;
       step_key.m = rows;
       step_key.a_stride0 = key.k;
-      const Matmul& matmul = cached_matmul(step_key);
+      const Matmul matmul = cached_matmul(step_key);
       Step s{matmul.primitive, memory(row_major(rows, key.k), cpu_engine(), DNNL_MEMORY_NONE),
              memory(row_major(rows, key.n), cpu_engine(), DNNL_MEMORY_NONE),
              std::vector<char>(matmul.scratchpad.get_size()), {}};
@@ -266,12 +316,16 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
   at::Tensor out = at::empty({m, n}, a.options());
   if (m == 0 || n == 0) return out;
   if (k == 0) return bias.defined() ? out.copy_(bias.expand({m, n})) : out.zero_();
-  const MatmulKey key{m, k, n, a.stride(0), a.stride(1), b.stride(0), b.stride(1), 0,
-                      bias.defined(), false, current_threads()};
-  const Matmul& matmul = cached_matmul(key);
+  // m and k are run-time dimensions: one of them is the layer's row count (the input projection,
+  // the input and weight gradients), which changes with every packed length, and one primitive
+  // then serves them all instead of one per length.
+  const MatmulKey key{DNNL_RUNTIME_DIM_VAL, DNNL_RUNTIME_DIM_VAL, n, a.stride(0), a.stride(1),
+                      b.stride(0), b.stride(1), 0, bias.defined(), false, current_threads()};
+  const Matmul matmul = cached_matmul(key);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(matrix(m, k, a.stride(0), a.stride(1)), cpu_engine(), a.data_ptr())},
-      {DNNL_ARG_WEIGHTS, memory(matmul.weights, cpu_engine(), b.data_ptr())},
+      {DNNL_ARG_WEIGHTS,
+       memory(matrix(k, n, b.stride(0), b.stride(1)), cpu_engine(), b.data_ptr())},
       {DNNL_ARG_DST, memory(row_major(m, n), cpu_engine(), out.data_ptr())},
       {DNNL_ARG_SCRATCHPAD, thread_scratchpad(matmul)}};
   at::Tensor bias_row;

@@ -3,8 +3,10 @@
 // Built only when oneDNN's headers and library are found (setup.py: RNNKERNELS_WITH_ONEDNN).
 //
 // oneDNN compiles a kernel for every problem shape (hundreds of microseconds), so the matmul
-// primitives are cached by shape, process-wide; weights are never cached (a tensor's data can
-// change without its version counter knowing, e.g. through .data).
+// primitives are cached by shape, process-wide, the kDefaultPrimitiveCacheCapacity most recently
+// used ones (the environment variable RNNKERNELS_PRIMITIVE_CACHE_CAPACITY, read at the first
+// GEMM, sets another bound); weights are never cached (a tensor's data can change without its
+// version counter knowing, e.g. through .data).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,6 +15,12 @@
 #include <memory>
 
 namespace rnnkernels {
+
+// How many matmul primitives the cache keeps. The once-per-layer GEMMs take their row count at
+// run time, so a layer needs a few primitives whatever its packed lengths, plus one per distinct
+// step size of its per-step GEMMs (at most the batch size); this bounds what many distinct layer
+// and batch sizes can hold.
+constexpr size_t kDefaultPrimitiveCacheCapacity = 1024;
 
 // The per-step GEMM of a recurrence: C[rows, n] = A[rows, k] op(W) (C += ... with `accumulate`),
 // for one fixed weight and a row count that changes from step to step (packed batches). A and C
