@@ -36,6 +36,12 @@ at::Tensor grad_or_zeros(const at::Tensor& grad, const at::Tensor& output) {
   return grad.defined() ? grad.contiguous() : at::zeros_like(output);
 }
 
+// What the backward keeps of the layer's output: a copy, so that the caller may change the output
+// in place before the backward (masking it, say), as torch.nn's GRU and RNN allow (and its LSTM
+// does for packed input). The copy takes the output's place among the saved tensors, so the
+// saved bytes stay the same.
+at::Tensor saved_output(const at::Tensor& output) { return output.clone(); }
+
 // Autograd's bookkeeping fails on an undefined tensor before the kernel's checks would name it.
 void check_required(const char* op,
                     std::initializer_list<std::pair<const char*, const at::Tensor*>> tensors) {
@@ -97,7 +103,8 @@ struct LSTMLayer : torch::autograd::Function<LSTMLayer> {
     ctx->mark_non_differentiable({out[3]});
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({input, batch_sizes, h0, c0, w_ih, w_hh, tensor_or_undefined(b_ih),
-                            tensor_or_undefined(b_hh), tensor_or_undefined(w_hr), out[0], out[3]});
+                            tensor_or_undefined(b_hh), tensor_or_undefined(w_hr),
+                            saved_output(out[0]), out[3]});
     ctx->saved_data["reverse"] = reverse;
     return out;
   }
@@ -136,7 +143,7 @@ struct GatedOrElmanLayer : torch::autograd::Function<GatedOrElmanLayer<IsGRU>> {
     ctx->set_materialize_grads(false);
     // RNN's backward needs no reserve (it is empty).
     ctx->save_for_backward({input, batch_sizes, h0, w_ih, w_hh, tensor_or_undefined(b_ih),
-                            tensor_or_undefined(b_hh), out[0],
+                            tensor_or_undefined(b_hh), saved_output(out[0]),
                             IsGRU ? out[2] : at::Tensor()});
     ctx->saved_data["reverse"] = reverse;
     return out;

@@ -114,7 +114,8 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, const Layer& layer, at::T
       for (size_t i = 0; i < new_states.size(); ++i) finals[i].push_back(std::move(new_states[i]));
     }
     layer_input = directions == 1 ? outputs[0] : at::cat(outputs, 1);
-    if (stack.dropout > 0 && stack.train && l + 1 < stack.num_layers) {
+    // As torch.nn: any nonzero p is handed to at::dropout, which rejects one outside [0, 1].
+    if (stack.dropout != 0 && stack.train && l + 1 < stack.num_layers) {
       layer_input = at::dropout(layer_input, stack.dropout, /*train=*/true);
     }
   }

@@ -29,6 +29,17 @@ from ._ops import ops
 __all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 
+def _scalar_type_name(dtype):
+    """ATen's name of ``dtype`` ("Float", "Double", "Long", ...), as its error messages use."""
+    return torch.empty(0, dtype=dtype).type().rsplit(".", 1)[1].removesuffix("Tensor")
+
+
+def _mm_dtype_error(a, b):
+    """The error ATen's GEMM raises for operands of two dtypes."""
+    return RuntimeError(f"mat1 and mat2 must have the same dtype, but got "
+                        f"{_scalar_type_name(a)} and {_scalar_type_name(b)}")
+
+
 def _exporting_to_onnx():
     """Whether torch.onnx.export (either exporter) is tracing this call."""
     return not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export()
@@ -69,6 +80,10 @@ class _Recurrent(nn.RNNBase):
                 f"got {hx.dtype}"
             )
 
+    def _check_packed(self, input, hx):
+        """Checks of a PackedSequence's data and given state (hx, or None) that torch.nn makes
+        before its own (check_forward_args), with its exception types."""
+
     def _onnx_has_no_operator(self):
         """Whether ONNX lacks an operator for this layer (so torch.nn cannot export it)."""
         return False
@@ -80,7 +95,10 @@ class _Recurrent(nn.RNNBase):
         orig_input = input
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
-            batch = int(batch_sizes[0])
+            # batch_sizes[0] itself, as torch.nn: a hand-built PackedSequence with float sizes
+            # fails to make the zero state with torch.nn's TypeError.
+            batch = batch_sizes[0]
+            self._check_packed(input, hx)
         else:
             batch_sizes = sorted_indices = unsorted_indices = None
             if input.dim() not in (2, 3):
@@ -96,6 +114,9 @@ class _Recurrent(nn.RNNBase):
             batch = input.size(batch_dim)
         if hx is None:
             hx = self._zero_state(input, batch)
+        if batch_sizes is not None and batch_sizes.dtype != torch.int64:
+            raise RuntimeError(f"expected scalar type Long but found "
+                               f"{_scalar_type_name(batch_sizes.dtype)}")
         # Checked in the caller's order, before the permutation indexes hx with it.
         self.check_forward_args(input, hx, batch_sizes)
         self._check_state(input, hx)
@@ -150,6 +171,17 @@ class LSTM(_Recurrent, nn.LSTM):
     def _squeeze_state(self, hidden):
         return hidden[0].squeeze(1), hidden[1].squeeze(1)
 
+    def _check_packed(self, input, hx):
+        # torch.nn's LSTM hands packed input to ATen unchecked, which indexes the states' third
+        # dimension and multiplies the input by the weights first.
+        for state in () if hx is None else hx:
+            if state.dim() < 3:
+                raise IndexError(f"Dimension out of range (expected to be in range of "
+                                 f"[{-state.dim()}, {state.dim() - 1}], but got 2)")
+        weight = self._flat_weights[0]
+        if input.dtype != weight.dtype and functional.autocast_dtype(input) is None:
+            raise _mm_dtype_error(input.dtype, weight.dtype)
+
     def _check_state(self, input, hx):
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
@@ -198,14 +230,6 @@ class RNN(_Recurrent, nn.RNN):
 # ---------------------------------------------------------------------------------------------
 # Cells: one step of the layer operator (batch_sizes = [B]).
 
-_SCALAR_TYPE_NAMES = {
-    torch.float32: "Float",
-    torch.float64: "Double",
-    torch.float16: "Half",
-    torch.bfloat16: "BFloat16",
-}
-
-
 def _check_cell(cell, input, states):
     """torch.nn's cell checks (ATen's messages), before any kernel runs."""
     if input.size(1) != cell.input_size:
@@ -226,12 +250,10 @@ def _check_cell(cell, input, states):
     if functional.autocast_dtype(input) is not None:
         return  # _cell_step casts input, states and weights to the autocast dtype
     weight_dtype = cell.weight_ih.dtype
-    for tensor in (input, *states):
+    # The operands of the GEMMs: the input and the first state (LSTMCell's c may differ).
+    for tensor in (input, states[0]):
         if tensor.dtype != weight_dtype:
-            names = [_SCALAR_TYPE_NAMES.get(d, str(d)) for d in (tensor.dtype, weight_dtype)]
-            raise RuntimeError(
-                f"mat1 and mat2 must have the same dtype, but got {names[0]} and {names[1]}"
-            )
+            raise _mm_dtype_error(tensor.dtype, weight_dtype)
 
 
 def _cell_step(cell, input, states, run, carried_state=None):
@@ -241,7 +263,9 @@ def _cell_step(cell, input, states, run, carried_state=None):
     dtype: that of ``functional.autocast_state_dtype`` for the cells whose update carries
     ``carried_state`` (LSTMCell's c, on which h depends, GRUCell's h), else the autocast dtype."""
     batch_sizes = torch.tensor([input.size(0)], dtype=torch.int64)
-    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    # The kernels take contiguous weights; torch.nn's cells take any (a Parameter set to W.t()).
+    weights = tuple(None if w is None else w.contiguous()
+                    for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh))
     tensors = (input, *states, *weights)
     train = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
     autocast = functional.autocast_dtype(input)
@@ -282,10 +306,22 @@ class LSTMCell(nn.LSTMCell):
             hx = (zeros, zeros)
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        # ATen's lstm_cell takes a sequence of exactly two states.
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(f"lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, "
+                            f"not {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
         _check_cell(self, input, hx)
         if input.size(0) == 0:
             link = functional.graph_link([input, *hx, *self.parameters()])
             ret = (hx[0] + link, hx[1] + link)
+        elif hx[1].dtype != hx[0].dtype and functional.autocast_dtype(input) is None:
+            # c in another dtype than the GEMMs' (torch.nn promotes the cell update to it): the
+            # reference runs torch.nn's very operations.
+            batch_sizes = torch.tensor([input.size(0)])
+            ret = reference.lstm_layer(input, batch_sizes, *hx, self.weight_ih, self.weight_hh,
+                                       self.bias_ih, self.bias_hh)[1:]
         else:
             ret = _cell_step(
                 self, input, hx,

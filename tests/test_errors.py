@@ -6,7 +6,7 @@ same mistake in a padded input, or one naming what is wrong."""
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnnkernels
 
@@ -152,6 +152,9 @@ def test_packed_input_state_error_matches_torch_nn_check(name, enforce_sorted, s
     so its LSTM fails in an addition, a matmul or an index, and, unsorted, torch.nn silently
     drops a surplus state; ours raise what torch.nn's own check_forward_args says of these
     arguments (hx in the caller's order)."""
+    if name == "LSTM" and len(state_shape) == 2:
+        pytest.skip("torch.nn's LSTM raises an IndexError of its own here, which ours match "
+                    "(test_lstm_packed_input_errors_match_torch_nn)")
     reference, ours = make_pair(name, INPUT, HIDDEN)
     packed = pack_padded_sequence(torch.randn(3, 2, INPUT), [3, 2] if enforce_sorted
                                   else [2, 3], enforce_sorted=enforce_sorted)
@@ -159,6 +162,45 @@ def test_packed_input_state_error_matches_torch_nn_check(name, enforce_sorted, s
     check = getattr(nn, name).check_forward_args
     _assert_same_error(lambda: check(reference, packed.data, hx, packed.batch_sizes),
                        lambda: ours(packed, hx))
+
+
+def _hand_packed(dtype=torch.float32, sizes_dtype=torch.int64):
+    """A PackedSequence built by hand (its constructor checks nothing): 2 sequences, 3 steps."""
+    packed = pack_padded_sequence(torch.randn(3, 2, INPUT), [3, 2])
+    return PackedSequence(packed.data.to(dtype), packed.batch_sizes.to(sizes_dtype))
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+@pytest.mark.parametrize("with_state", [False, True], ids=["no_hx", "hx"])
+@pytest.mark.parametrize(
+    "make_input",
+    [pytest.param(lambda: _hand_packed(sizes_dtype=torch.float32), id="float_batch_sizes"),
+     pytest.param(lambda: _hand_packed(sizes_dtype=torch.int32), id="int32_batch_sizes"),
+     pytest.param(lambda: _hand_packed(dtype=torch.float64), id="float64_data"),
+     pytest.param(lambda: _hand_packed(dtype=torch.int64), id="int64_data")],
+)
+def test_hand_built_packed_input_errors_match_torch_nn(name, with_state, make_input, make_pair):
+    """Exception type and message as torch.nn's, whichever of its checks catches the input."""
+    reference, ours = make_pair(name, INPUT, HIDDEN)
+    packed = make_input()
+    hx = _state(name, (1, 2, HIDDEN)) if with_state else None
+    _assert_same_error(lambda: reference(packed, hx), lambda: ours(packed, hx))
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False], ids=["sorted", "unsorted"])
+@pytest.mark.parametrize("which", ["h0", "c0", "both"])
+def test_lstm_packed_input_errors_match_torch_nn(which, enforce_sorted, make_pair):
+    """torch.nn's LSTM hands packed input to ATen unchecked, which fails on a 2-D state with an
+    IndexError: ours raise the same."""
+    reference, ours = make_pair("LSTM", INPUT, HIDDEN)
+    packed = pack_padded_sequence(torch.randn(3, 2, INPUT), [3, 2] if enforce_sorted
+                                  else [2, 3], enforce_sorted=enforce_sorted)
+    h0, c0 = torch.zeros(1, 2, HIDDEN), torch.zeros(1, 2, HIDDEN)
+    if which in ("h0", "both"):
+        h0 = h0[0]
+    if which in ("c0", "both"):
+        c0 = c0[0]
+    _assert_same_error(lambda: reference(packed, (h0, c0)), lambda: ours(packed, (h0, c0)))
 
 
 @pytest.mark.parametrize(
@@ -274,6 +316,12 @@ CELL_FORWARD_ERRORS = [
                  id="hidden_dtype"),
 ]
 LSTM_CELL_FORWARD_ERRORS = [
+    pytest.param(lambda name: (torch.randn(2, INPUT), (torch.zeros(2, HIDDEN),) * 3),
+                 id="three_states"),
+    pytest.param(lambda name: (torch.randn(2, INPUT), (torch.zeros(2, HIDDEN),)), id="one_state"),
+    pytest.param(lambda name: (torch.randn(INPUT), (torch.zeros(HIDDEN),)),
+                 id="unbatched_one_state"),
+    pytest.param(lambda name: (torch.randn(2, INPUT), torch.zeros(2, HIDDEN)), id="bare_tensor"),
     pytest.param(_cell_args((2, INPUT), (2, HIDDEN), (2, HIDDEN + 1)), id="c_hidden_size"),
     pytest.param(_cell_args((2, INPUT), (2, HIDDEN), (3, HIDDEN)), id="c_batch"),
     pytest.param(_cell_args((2, INPUT), (2, HIDDEN), (1, 2, HIDDEN)), id="c_3d"),
@@ -293,16 +341,6 @@ def test_lstm_cell_state_error_matches_torch_nn(make_args, make_pair):
     reference, ours = make_pair("LSTMCell", INPUT, HIDDEN)
     input, hx = make_args("LSTMCell")
     _assert_same_error(lambda: reference(input, hx), lambda: ours(input, hx))
-
-
-def test_lstm_cell_c_dtype_not_input_dtype_is_named():
-    """torch.nn's LSTMCell silently promotes to the c's dtype here; ours refuse, naming both
-    dtypes."""
-    cell = rnnkernels.LSTMCell(INPUT, HIDDEN)
-    hx = (torch.zeros(2, HIDDEN), torch.zeros(2, HIDDEN, dtype=torch.float64))
-    with pytest.raises(RuntimeError) as info:
-        cell(torch.randn(2, INPUT), hx)
-    assert "Double" in str(info.value) and "Float" in str(info.value)
 
 
 def test_rnn_cell_unknown_nonlinearity_in_forward_matches_torch_nn(make_pair):

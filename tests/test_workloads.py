@@ -1,0 +1,248 @@
+"""What real programs do to the layers beyond a single clean call: thousands of calls with new
+packed lengths (memory must stay bounded), changing outputs in place before the backward,
+changing a module's attributes after construction, mixed dtypes and non-contiguous parameters
+that torch.nn's cells accept, and the precision of the activations near zero."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnkernels
+
+LAYER_NAMES = ["LSTM", "GRU", "RNN"]
+CELL_NAMES = ["LSTMCell", "GRUCell", "RNNCell"]
+
+# ---------------------------------------------------------------------------------------------
+# Memory with varying lengths
+
+# Runs `calls` forward and backward passes of an LSTM, each on a packed batch of a new total
+# length, and prints the growth of resident memory after the first 50 calls, in MiB.
+_GROWTH_SCRIPT = textwrap.dedent("""
+    import sys, torch, rnnkernels
+    from torch.nn.utils.rnn import pack_sequence
+    def resident_mib():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    calls = int(sys.argv[1])
+    torch.manual_seed(0)
+    lstm = rnnkernels.LSTM(64, 64)
+    for call in range(calls):
+        total = 300 + call  # 64 sequences, a new packed row count every call
+        lengths = [total // 64 + (1 if i < total % 64 else 0) for i in range(64)]
+        out, _ = lstm(pack_sequence([torch.randn(n, 64) for n in lengths]))
+        out.data.sum().backward()
+        if call == 50:
+            start = resident_mib()
+    print(resident_mib() - start)
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_memory_stays_bounded_over_thousands_of_lengths():
+    """2,000 calls, each with a packed length not seen before, in a fresh process: resident
+    memory grows by less than 64 MiB after warm-up. (With a GEMM primitive kept per shape, as
+    before, it grew about 0.4 MiB a call: some 800 MiB here.)"""
+    result = subprocess.run([sys.executable, "-c", _GROWTH_SCRIPT, "2000"], check=True,
+                            capture_output=True, text=True)
+    growth = float(result.stdout.split()[-1])
+    assert growth < 64, f"resident memory grew {growth:.0f} MiB"
+
+
+@pytest.mark.parametrize("capacity", ["0", "many", "-3"])
+def test_invalid_primitive_cache_capacity_is_named(capacity):
+    script = ("import torch, rnnkernels\n"
+              "rnnkernels.GRU(256, 256)(torch.randn(20, 8, 256))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "RNNKERNELS_PRIMITIVE_CACHE_CAPACITY": capacity})
+    if not rnnkernels._ops.BUILD_INFO["onednn"]:
+        pytest.skip("only the oneDNN build caches primitives")
+    assert result.returncode != 0
+    assert "RNNKERNELS_PRIMITIVE_CACHE_CAPACITY" in result.stderr and capacity in result.stderr
+
+
+def test_small_primitive_cache_gives_the_same_results():
+    """A cache of one primitive (every GEMM evicts the last) changes nothing but speed."""
+    script = textwrap.dedent("""
+        import torch, rnnkernels
+        torch.manual_seed(0)
+        gru = rnnkernels.GRU(128, 128, num_layers=2)
+        x = torch.randn(30, 16, 128, requires_grad=True)
+        out, h = gru(x)
+        (out.sum() + h.sum()).backward()
+        torch.save([out, h, x.grad, *[p.grad for p in gru.parameters()]], "{path}")
+    """)
+    results = []
+    for index, capacity in enumerate(["1", "1024"]):
+        path = f"{os.environ.get('TMPDIR', '/tmp')}/rnnkernels-cache-{os.getpid()}-{index}.pt"
+        subprocess.run([sys.executable, "-c", script.format(path=path)], check=True,
+                       env={**os.environ, "RNNKERNELS_PRIMITIVE_CACHE_CAPACITY": capacity})
+        results.append(torch.load(path))
+        os.remove(path)
+    for small, large in zip(*results):
+        assert torch.equal(small, large)
+
+
+# ---------------------------------------------------------------------------------------------
+# In-place changes to the outputs before the backward
+
+
+def _inplace_program(module, x, inplace):
+    """Masks the output in place (or out of place) and returns the input's and parameters'
+    gradients of a weighted sum of the masked output."""
+    output, _ = module(x)
+    data = output.data if hasattr(output, "batch_sizes") else output
+    mask = (torch.arange(data.numel()).reshape(data.shape) % 3 != 0).to(data.dtype)
+    if inplace:
+        data.mul_(mask)
+    else:
+        data = data * mask
+    weights = torch.linspace(-1, 1, data.numel()).reshape(data.shape)
+    leaves = [x.data if hasattr(x, "batch_sizes") else x, *module.parameters()]
+    return torch.autograd.grad((data * weights).sum(), leaves)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_output_changed_in_place_before_backward(name, packed, make_pair, assert_close):
+    """torch.nn's GRU and RNN (and its LSTM on packed input) let the output be changed in place
+    before the backward and give the gradients of the program; ours do for every layer. (torch.nn's
+    CPU LSTM refuses for padded input, an accident of its oneDNN path keeping the output.)"""
+    reference, ours = make_pair(name, 5, 7, num_layers=2, batch_first=True)
+    x = torch.randn(3, 6, 5, requires_grad=True)
+    if packed:
+        x = pack_sequence([torch.randn(n, 5, requires_grad=True) for n in (6, 4, 1)])
+    expected = _inplace_program(reference, x, inplace=False)
+    assert_close(_inplace_program(ours, x, inplace=True), expected)
+    if name != "LSTM" or packed:
+        assert_close(_inplace_program(reference, x, inplace=True), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attributes changed after construction
+
+
+@pytest.mark.parametrize("name", LAYER_NAMES)
+def test_negative_dropout_set_later_raises_as_torch_nn(name, make_pair):
+    reference, ours = make_pair(name, 5, 7, num_layers=2)
+    for module in (reference, ours):
+        module.dropout = -0.5
+    x = torch.randn(4, 2, 5)
+    with pytest.raises(RuntimeError) as expected:
+        reference(x)
+    with pytest.raises(RuntimeError) as actual:
+        ours(x)
+    assert str(actual.value) == str(expected.value)
+    # As torch.nn: in eval mode dropout never applies, and nothing checks it.
+    for module in (reference, ours):
+        module.eval()
+    torch.testing.assert_close(ours(x), reference(x))
+
+
+@pytest.mark.parametrize("op", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("dropout", [-0.5, 1.5])
+def test_operator_rejects_dropout_outside_0_1(op, dropout):
+    module = getattr(rnnkernels, op.upper())(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3)
+    h0 = torch.zeros(2, 2, 4)
+    states = [h0, h0] if op == "lstm" else [h0]
+    extra = ["tanh"] if op == "rnn" else []
+    with pytest.raises(RuntimeError, match=f"dropout probability has to be between 0 and 1, "
+                                           f"but got {dropout}"):
+        getattr(torch.ops.rnnkernels, op)(x, None, *states, module._flat_weights, *extra, True,
+                                          2, dropout, True, False, False)
+
+
+def test_nonlinearity_changed_after_construction_keeps_the_mode(make_pair, assert_close):
+    """torch.nn's RNN runs the mode it was built with (self.mode), whatever self.nonlinearity
+    says later; so do ours."""
+    reference, ours = make_pair("RNN", 5, 7)
+    for module in (reference, ours):
+        module.nonlinearity = "relu"
+    x = torch.randn(4, 2, 5) * 3
+    assert_close(ours(x), reference(x))
+    assert (ours(x)[0] < 0).any()  # still tanh
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells: mixed dtypes and non-contiguous parameters, as torch.nn accepts them
+
+
+@pytest.mark.parametrize("c_dtype", [torch.float64, torch.float16])
+def test_lstm_cell_promotes_c_as_torch_nn(c_dtype, make_pair):
+    """torch.nn's LSTMCell runs with c in another dtype than the rest: the GEMMs in the weights'
+    dtype, the cell update promoted to c's. Ours give the same results and gradients."""
+    reference, ours = make_pair("LSTMCell", 5, 7)
+    x = torch.randn(3, 5, requires_grad=True)
+    h = torch.randn(3, 7, requires_grad=True)
+    c = torch.randn(3, 7).to(c_dtype).requires_grad_()
+    results = []
+    for module in (reference, ours):
+        out = module(x, (h, c))
+        loss = sum((o.double() * torch.linspace(-1, 1, o.numel(), dtype=torch.float64)
+                    .reshape(o.shape)).sum() for o in out)
+        results.append([*out, *torch.autograd.grad(loss, [x, h, c, *module.parameters()])])
+    assert [r.dtype for r in results[1]] == [r.dtype for r in results[0]]
+    torch.testing.assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("name", CELL_NAMES)
+def test_cells_take_non_contiguous_weights(name, make_pair, assert_close):
+    """A weight Parameter set to a transposed tensor, as torch.nn's cells accept: same results
+    and gradients (the gradient keeps the Parameter's strides' shape)."""
+    reference, ours = make_pair(name, 5, 7)
+    gates = reference.weight_hh.shape[0]
+    for module in (reference, ours):
+        module.weight_hh = nn.Parameter(reference.weight_hh.detach().t().contiguous().t())
+        module.weight_ih = nn.Parameter(reference.weight_ih.detach().t().contiguous().t())
+        assert not module.weight_hh.is_contiguous() and module.weight_hh.shape == (gates, 7)
+    x = torch.randn(3, 5, requires_grad=True)
+    results = []
+    for module in (reference, ours):
+        out = module(x)
+        out = out if isinstance(out, tuple) else (out,)
+        loss = sum((o * torch.linspace(-1, 1, o.numel()).reshape(o.shape)).sum() for o in out)
+        results.append([*out, *torch.autograd.grad(loss, [x, *module.parameters()])])
+    assert_close(results[1], results[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision of the activations near zero
+
+# Pre-activations from 1e-30 to 10 (and their negatives): tanh's relative precision matters
+# where it is small.
+_TINY_TO_LARGE = torch.cat([torch.logspace(-30, 1, 400, dtype=torch.float64),
+                            -torch.logspace(-30, 1, 400, dtype=torch.float64)])
+
+
+def _rnn_tanh_of(values, dtype):
+    """tanh(values) through rnn_layer's kernel: identity input weights, no recurrence, no bias
+    (one step, one row of len(values) units)."""
+    units = values.numel()
+    x = values.to(dtype).reshape(1, units)
+    eye = torch.eye(units, dtype=dtype)
+    zeros = torch.zeros(units, units, dtype=dtype)
+    h0 = torch.zeros(1, units, dtype=dtype)
+    return torch.ops.rnnkernels.rnn_layer(x, torch.tensor([1]), h0, eye, zeros, None, None,
+                                          "tanh", False, False)[0].reshape(-1), x.reshape(-1)
+
+
+def test_float64_tanh_keeps_full_relative_precision():
+    got, x = _rnn_tanh_of(_TINY_TO_LARGE, torch.float64)
+    want = torch.tanh(x)
+    relative = ((got - want).abs() / want.abs()).max().item()
+    assert relative <= 4 * torch.finfo(torch.float64).eps, relative
+
+
+def test_float32_tanh_relative_precision():
+    """float32 computes tanh through an exp and a reciprocal, with tanh's series near 0: its
+    relative error stays within 2e-6 (about 16 ulp) over the whole range."""
+    got, x = _rnn_tanh_of(_TINY_TO_LARGE[_TINY_TO_LARGE.abs() > 1e-37], torch.float32)
+    want = torch.tanh(x.double())
+    nonzero = want != 0
+    relative = ((got.double() - want).abs()[nonzero] / want.abs()[nonzero]).max().item()
+    assert relative <= 2e-6, relative
