@@ -1,18 +1,29 @@
-"""Measures one (kind, mode, shape) on torch.nn and rnnkernels side by side."""
+"""Measures one case (kind, mode, shape, precision) on torch.nn, rnnkernels and, on the CPU,
+oneDNN's RNN primitive, side by side."""
 
+from __future__ import annotations
+
+import contextlib
+import functools
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.utils.benchmark import Timer
 
 import rnnkernels
-from bench.gemm_bound import GemmBound, layer_gemms
-from bench.shapes import Shape
+from bench import native
+from bench.flops import layer_flops
+from bench.onednn_rnn import OneDnnRnn, Unsupported
+from bench.shapes import Case, Shape
 
-# The reference first: it is the baseline every ratio divides by.
-LIBRARIES = ("torch.nn", "rnnkernels")
+# torch.nn first: the reference every output difference is taken against.
+MODULE_LIBRARIES = ("torch.nn", "rnnkernels")
+ONEDNN = "oneDNN"
+# What rnnkernels' speedups are taken over: time of the baseline / time of rnnkernels.
+BASELINES = ("torch.nn", ONEDNN)
 MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 
 
@@ -26,8 +37,15 @@ class Budget:
     threads: int
 
 
+def libraries_for(device: torch.device) -> tuple[str, ...]:
+    """The libraries a run times: on the CPU also oneDNN's RNN primitive, where it built."""
+    if device.type == "cpu" and native.load().has_onednn_rnn:
+        return MODULE_LIBRARIES + (ONEDNN,)
+    return MODULE_LIBRARIES
+
+
 def build_modules(kind: str, shape: Shape, dtype: torch.dtype, device: torch.device) -> dict:
-    """Both libraries' modules for one shape, with the same weights so outputs can be compared."""
+    """Both modules for one shape, with the same weights so outputs can be compared."""
     arguments = {
         "input_size": shape.input_size,
         "hidden_size": shape.hidden_size,
@@ -42,9 +60,29 @@ def build_modules(kind: str, shape: Shape, dtype: torch.dtype, device: torch.dev
     return {"torch.nn": reference, "rnnkernels": candidate}
 
 
+def make_inputs(shape: Shape, dtype: torch.dtype, device: torch.device, training: bool):
+    """(what the modules take, the leaf tensor whose gradient training computes): a padded
+    [seq_len, batch, input_size] tensor, or a PackedSequence of the shape's lengths."""
+    padded = torch.randn(shape.seq_len, shape.batch, shape.input_size, dtype=dtype, device=device)
+    if not shape.packed:
+        return padded.requires_grad_(training), padded
+    packed = pack_padded_sequence(padded, shape.lengths())
+    leaf = packed.data.requires_grad_(training)
+    return packed._replace(data=leaf), leaf
+
+
+def precision_context(autocast: str | None, device: torch.device) -> Callable:
+    """A new context per call: torch.autocast in the case's dtype, or nothing."""
+    if autocast is None:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=getattr(torch, autocast))
+
+
 def flat_outputs(outputs) -> list:
-    """(output, h_n) or (output, (h_n, c_n)) -> [output, h_n(, c_n)]."""
+    """(output, h_n) or (output, (h_n, c_n)) -> [output, h_n(, c_n)], a packed output's data."""
     output, state = outputs
+    if isinstance(output, PackedSequence):
+        output = output.data
     return [output, *state] if isinstance(state, tuple) else [output, state]
 
 
@@ -57,7 +95,7 @@ def storage_key_and_bytes(tensor: torch.Tensor) -> tuple:
         return ("opaque", id(tensor)), tensor.numel() * tensor.element_size()
 
 
-def forward_with_saved_bytes(module, inputs: torch.Tensor, training: bool) -> tuple[list, int]:
+def forward_with_saved_bytes(module, inputs, training: bool, precision) -> tuple[list, int]:
     """One forward pass: its flat outputs, and the bytes of the unique storages autograd saved
     for backward (views of one buffer count once, as they cost memory once)."""
     saved = {}
@@ -68,21 +106,21 @@ def forward_with_saved_bytes(module, inputs: torch.Tensor, training: bool) -> tu
         return tensor
 
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
-    with torch.set_grad_enabled(training), hooks:
+    with torch.set_grad_enabled(training), hooks, precision():
         outputs = flat_outputs(module(inputs))
     # Detached, so the graph and its saved tensors are not held in memory through the timing.
     return [output.detach() for output in outputs], sum(saved.values())
 
 
-def inference_step(module, inputs: torch.Tensor) -> Callable[[], None]:
+def inference_step(module, inputs, precision) -> Callable[[], None]:
     def step():
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             module(inputs)
 
     return step
 
 
-def training_step(module, inputs: torch.Tensor, grad_outputs: list) -> Callable[[], None]:
+def training_step(module, inputs, leaf, grad_outputs: list, precision) -> Callable[[], None]:
     """Forward and backward into the gradients of the parameters and the input. Dense random
     upstream gradients, as a loss would give, rather than the broadcast ones of a .sum()."""
     parameters = list(module.parameters())
@@ -90,15 +128,17 @@ def training_step(module, inputs: torch.Tensor, grad_outputs: list) -> Callable[
     def step():
         for parameter in parameters:
             parameter.grad = None
-        inputs.grad = None
-        torch.autograd.backward(flat_outputs(module(inputs)), grad_outputs)
+        leaf.grad = None
+        with precision():
+            outputs = flat_outputs(module(inputs))
+        torch.autograd.backward(outputs, grad_outputs)
 
     return step
 
 
 def time_interleaved(steps: dict, budget: Budget) -> dict:
-    """Per-iteration times of each step, the libraries alternating within a round and swapping
-    order every round, so drift of the machine (clock, other load) hits both alike."""
+    """Per-iteration times of each step, the libraries alternating within a round and reversing
+    order every round, so drift of the machine (clock, other load) hits all alike."""
     timers = {
         library: Timer(stmt="step()", globals={"step": step}, num_threads=budget.threads)
         for library, step in steps.items()
@@ -125,54 +165,125 @@ def max_abs_difference(outputs: list, reference_outputs: list) -> float:
     )
 
 
+def failure(error: Exception) -> str:
+    return f"error: {native.first_line(error)}"
+
+
+@dataclass
+class Contenders:
+    """The libraries ready to time one case (the call to time, the outputs of their first
+    forward, the bytes it saved for backward), and why the others are not."""
+
+    steps: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    saved_bytes: dict = field(default_factory=dict)
+    not_available: dict = field(default_factory=dict)
+    grad_outputs: list | None = None  # training: the upstream gradients every library gets
+
+    def drop(self, library: str, reason: str) -> None:
+        self.not_available[library] = reason
+        self.steps.pop(library, None)
+        self.outputs.pop(library, None)
+
+
+def prepare_modules(modules: dict, inputs, leaf, training: bool, precision) -> Contenders:
+    """torch.nn's and rnnkernels' calls; a library that raises (torch.nn's LSTM under bfloat16
+    autocast on CPUs without AVX-512, say) is recorded and left out."""
+    contenders = Contenders()
+    # The first forward per library also warms it up (allocator, oneDNN primitives).
+    for library, module in modules.items():
+        try:
+            contenders.outputs[library], contenders.saved_bytes[library] = (
+                forward_with_saved_bytes(module, inputs, training, precision)
+            )
+        except Exception as error:  # noqa: BLE001: recorded in the row, the run goes on
+            contenders.drop(library, failure(error))
+    if not training:
+        for library in contenders.outputs:
+            contenders.steps[library] = inference_step(modules[library], inputs, precision)
+        return contenders
+    if contenders.outputs:
+        first_outputs = next(iter(contenders.outputs.values()))
+        contenders.grad_outputs = [torch.randn_like(output) for output in first_outputs]
+    for library in list(contenders.outputs):
+        step = training_step(modules[library], inputs, leaf, contenders.grad_outputs, precision)
+        try:
+            step()  # a backward can fail where its forward did not; this also warms it up
+            contenders.steps[library] = step
+        except Exception as error:  # noqa: BLE001
+            contenders.drop(library, failure(error))
+    return contenders
+
+
+def add_onednn(contenders: Contenders, reference, inputs, grad_outputs, autocast) -> None:
+    """oneDNN's RNN primitive with the reference module's weights, or why it cannot run."""
+    try:
+        onednn = OneDnnRnn(reference, inputs, grad_outputs, autocast)
+        onednn.step()
+    except Unsupported as reason:
+        contenders.drop(ONEDNN, str(reason))
+        return
+    except Exception as error:  # noqa: BLE001
+        contenders.drop(ONEDNN, failure(error))
+        return
+    contenders.steps[ONEDNN], contenders.outputs[ONEDNN] = onednn.step, onednn.outputs
+
+
 def measure(
-    kind: str,
-    mode: str,
-    shape: Shape,
+    case: Case,
     dtype: torch.dtype,
     device: torch.device,
     budget: Budget,
-    gemm_bound: GemmBound,
+    libraries: tuple[str, ...],
 ) -> dict:
-    """One result row: medians, ratio, GEMM bound and efficiency, saved bytes, output check."""
-    training = mode == "training"
-    modules = build_modules(kind, shape, dtype, device)
-    inputs = torch.randn(
-        shape.seq_len,
-        shape.batch,
-        shape.input_size,
-        dtype=dtype,
-        device=device,
-        requires_grad=training,
-    )
+    """One result row: medians, speedups, GFLOP/s, saved bytes, output check (the fraction of
+    the peak comes later, from add_peak_fraction). A library that cannot run the case gets the
+    reason instead of a time."""
+    training = case.mode == "training"
+    modules = build_modules(case.kind, case.shape, dtype, device)
+    inputs, leaf = make_inputs(case.shape, dtype, device, training)
+    precision = precision_context(case.autocast, device)
+    contenders = prepare_modules(modules, inputs, leaf, training, precision)
+    if ONEDNN in libraries:
+        grad_outputs = contenders.grad_outputs if training else None
+        add_onednn(contenders, modules["torch.nn"], inputs, grad_outputs, case.autocast)
 
-    # The first forward per library also warms it up (allocator, oneDNN primitives).
-    outputs, saved_bytes = {}, {}
-    for library, module in modules.items():
-        outputs[library], saved_bytes[library] = forward_with_saved_bytes(module, inputs, training)
-
-    if training:
-        grad_outputs = [torch.randn_like(output) for output in outputs["torch.nn"]]
-        steps = {
-            library: training_step(module, inputs, grad_outputs)
-            for library, module in modules.items()
-        }
-    else:
-        steps = {library: inference_step(module, inputs) for library, module in modules.items()}
-    times = time_interleaved(steps, budget)
-
-    medians = {library: statistics.median(times[library]) for library in LIBRARIES}
-    gemms = layer_gemms(kind, shape, training)
-    bound_seconds = gemm_bound.seconds(gemms)
+    steps, outputs = contenders.steps, contenders.outputs
+    times = time_interleaved(steps, budget) if steps else {}
+    medians = {library: statistics.median(times[library]) for library in times}
+    flops = layer_flops(case.kind, case.shape, training)
+    gflops = {library: flops / median / 1e9 for library, median in medians.items()}
     return {
-        "kind": kind,
-        "mode": mode,
-        "shape": asdict(shape),
-        "median_seconds": medians,
-        "ratio": medians["torch.nn"] / medians["rnnkernels"],
-        "gemm_flops": sum(gemm.flops for gemm in gemms),
-        "gemm_bound_seconds": bound_seconds,
-        "efficiency": {library: bound_seconds / medians[library] for library in LIBRARIES},
-        "saved_bytes": saved_bytes,
-        "max_abs_diff": max_abs_difference(outputs["rnnkernels"], outputs["torch.nn"]),
+        "kind": case.kind,
+        "mode": case.mode,
+        "shape": asdict(case.shape),
+        "autocast": case.autocast,
+        "median_seconds": {library: medians.get(library) for library in libraries},
+        "not_available": contenders.not_available,
+        "speedup": {
+            baseline: medians[baseline] / medians["rnnkernels"]
+            if baseline in medians and "rnnkernels" in medians
+            else None
+            for baseline in BASELINES
+            if baseline in libraries
+        },
+        "gemm_flops": flops,
+        "gflops": {library: gflops.get(library) for library in libraries},
+        "saved_bytes": {
+            library: contenders.saved_bytes.get(library) for library in MODULE_LIBRARIES
+        },
+        "max_abs_diff": {
+            library: max_abs_difference(outputs[library], outputs["torch.nn"])
+            if library in outputs and "torch.nn" in outputs
+            else None
+            for library in libraries[1:]
+        },
+    }
+
+
+def add_peak_fraction(result: dict, peak: dict | None) -> None:
+    """Each library's GFLOP/s as a fraction of the measured float32 peak (None without one)."""
+    result["peak_fraction"] = {
+        library: gflops / peak["gflops"] if gflops is not None and peak else None
+        for library, gflops in result["gflops"].items()
     }

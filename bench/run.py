@@ -1,5 +1,6 @@
-"""Times rnnkernels against torch.nn (LSTM, GRU, RNN; inference and training) and writes
-<out>/<device>.json, .md and .png. Run `python bench/run.py --help` for the options."""
+"""Times rnnkernels against torch.nn and, on the CPU, oneDNN's RNN primitive (LSTM, GRU, RNN;
+inference and training; padded, packed and autocast rows) and writes <out>/<device>.json, .md
+and .png. Run `python bench/run.py --help` for the options."""
 
 from __future__ import annotations
 
@@ -21,10 +22,19 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench import report
-from bench.gemm_bound import GemmBound
-from bench.measure import Budget, measure
-from bench.shapes import DEFAULT_GRID, KINDS, MODES, Shape
+from bench import native, report
+from bench.measure import Budget, add_peak_fraction, libraries_for, measure
+from bench.peak import higher_peaks, measure_peaks
+from bench.shapes import (
+    AUTOCAST_DTYPES,
+    DEFAULT_AUTOCAST,
+    DEFAULT_GRID,
+    DEFAULT_PACKED,
+    KINDS,
+    MODES,
+    Case,
+    Shape,
+)
 
 DTYPES = {
     "float32": torch.float32,
@@ -32,10 +42,13 @@ DTYPES = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-# (rounds, min_run_time seconds). Quick is README's main command: it must stay under 2 minutes
-# for the whole grid on a 2-core CPU, so slow shapes get a single round (see Budget).
+# (rounds, min_run_time seconds). Quick is README's main command: it must stay within a few
+# minutes for the whole default grid on a 2-core CPU, so slow shapes get a single round (see
+# Budget).
 QUICK_BUDGET = (3, 0.03)
 FULL_BUDGET = (5, 0.3)
+# Seconds the peak FMA loops run, at the start and at the end of a run.
+PEAK_MIN_RUN_TIME = 1.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kind", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--mode", nargs="+", choices=MODES, default=list(MODES))
     shapes = parser.add_argument_group(
-        "shapes", "any of these replaces the default grid by the product of the values given"
+        "rows",
+        "any of these replaces the default rows (the grid, a packed row and bfloat16 autocast "
+        "rows) by the product of the values given",
     )
     shapes.add_argument("--seq-len", nargs="+", type=int, help="default 50")
     shapes.add_argument("--batch", nargs="+", type=int, help="default 32")
@@ -51,12 +66,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     shapes.add_argument(
         "--hidden-size", nargs="+", type=int, help="default: the input size, else 256"
     )
+    shapes.add_argument(
+        "--packed",
+        action="store_true",
+        help="input as a PackedSequence, lengths spread evenly from seq_len / 10 to seq_len",
+    )
+    shapes.add_argument(
+        "--autocast",
+        choices=AUTOCAST_DTYPES,
+        help="run the layers under torch.autocast in this dtype (the modules stay in --dtype)",
+    )
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--dtype", choices=DTYPES, default="float32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
-        "--threads", type=int, default=2, help="torch threads, for the layers and the GEMM bound"
+        "--threads", type=int, default=2, help="threads, for the layers and the peak loops"
     )
     parser.add_argument(
         "--quick",
@@ -64,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"rounds, min run time = {QUICK_BUDGET} instead of {FULL_BUDGET}",
     )
     parser.add_argument(
-        "--rounds", type=int, help="most alternations of the two libraries per measurement"
+        "--rounds", type=int, help="most alternations of the libraries per measurement"
     )
     parser.add_argument(
         "--min-run-time", type=float, help="seconds each library measures per round"
@@ -78,21 +103,46 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def shapes_from(args: argparse.Namespace) -> list[Shape]:
+def square(sizes) -> list[tuple]:
+    """(seq_len, batch, width) -> (seq_len, batch, input_size, hidden_size), I = H."""
+    return [(steps, batch, width, width) for steps, batch, width in sizes]
+
+
+def given_sizes(args: argparse.Namespace) -> list[tuple]:
+    """The product of the shape options given, or the grid where none is."""
     if not any((args.seq_len, args.batch, args.input_size, args.hidden_size)):
-        sizes = [(steps, batch, width, width) for steps, batch, width in DEFAULT_GRID]
+        return square(DEFAULT_GRID)
+    given = itertools.product(
+        args.seq_len or [50],
+        args.batch or [32],
+        args.input_size or [None],
+        args.hidden_size or [None],
+    )
+    return [
+        (steps, batch, input_size or hidden_size or 256, hidden_size or input_size or 256)
+        for steps, batch, input_size, hidden_size in given
+    ]
+
+
+def cases_from(args: argparse.Namespace) -> list[Case]:
+    """The default rows (the grid, packed and autocast rows), or, where any row option is
+    given, the product of those given."""
+    row_options = (args.seq_len, args.batch, args.input_size, args.hidden_size)
+    if any(row_options + (args.packed, args.autocast)):
+        rows = [(size, args.packed, args.autocast) for size in given_sizes(args)]
     else:
-        given = itertools.product(
-            args.seq_len or [50],
-            args.batch or [32],
-            args.input_size or [None],
-            args.hidden_size or [None],
-        )
-        sizes = [
-            (steps, batch, input_size or hidden_size or 256, hidden_size or input_size or 256)
-            for steps, batch, input_size, hidden_size in given
-        ]
-    return [Shape(*size, layers=args.layers, bidirectional=args.bidirectional) for size in sizes]
+        autocast_dtype, autocast_sizes = DEFAULT_AUTOCAST
+        rows = [(size, False, None) for size in square(DEFAULT_GRID)]
+        rows += [(size, True, None) for size in square(DEFAULT_PACKED)]
+        rows += [(size, False, autocast_dtype) for size in square(autocast_sizes)]
+    shaped = [
+        (Shape(*size, layers=args.layers, bidirectional=args.bidirectional, packed=packed), cast)
+        for size, packed, cast in rows
+    ]
+    return [
+        Case(kind, mode, shape, autocast)
+        for kind, mode, (shape, autocast) in itertools.product(args.kind, args.mode, shaped)
+    ]
 
 
 def device_name(device: torch.device) -> str:
@@ -129,7 +179,24 @@ def load_average() -> float | None:
         return None
 
 
-def metadata(args: argparse.Namespace, device: torch.device, budget: Budget, load: float) -> dict:
+def onednn_rnn_note(device: torch.device, libraries: tuple) -> str:
+    """Which oneDNN the oneDNN column ran, or why the run has none."""
+    if "oneDNN" in libraries:
+        built = native.load()
+        return f"oneDNN {built.module.onednn_version()} from {built.onednn_root}"
+    if device.type != "cpu":
+        return "not measured: CPU only"
+    return f"not measured: {native.load().missing}"
+
+
+def metadata(
+    args: argparse.Namespace,
+    device: torch.device,
+    budget: Budget,
+    load: float,
+    libraries: tuple,
+    peaks: dict,
+) -> dict:
     return {
         "device": str(device),
         "device_name": device_name(device),
@@ -143,6 +210,9 @@ def metadata(args: argparse.Namespace, device: torch.device, budget: Budget, loa
         "rounds": budget.rounds,
         "min_run_time": budget.min_run_time,
         "load_average_at_start": load,
+        "libraries": list(libraries),
+        "onednn_rnn": onednn_rnn_note(device, libraries),
+        "peak": peaks,
     }
 
 
@@ -204,18 +274,23 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    gemm_bound = GemmBound(dtype, device, args.threads, budget.min_run_time)
-    runs = list(itertools.product(args.kind, args.mode, shapes_from(args)))
-    progress = Progress(len(runs))
+    libraries = libraries_for(device)
+    peaks_at_start = measure_peaks(device, args.threads, PEAK_MIN_RUN_TIME)
+    cases = cases_from(args)
+    progress = Progress(len(cases))
     results = []
-    for kind, mode, shape in runs:
-        progress.show(f"{kind} {mode} {shape.label()}")
-        results.append(measure(kind, mode, shape, dtype, device, budget, gemm_bound))
+    for case in cases:
+        progress.show(f"{case.kind} {case.mode} {case.label()}")
+        results.append(measure(case, dtype, device, budget, libraries))
         progress.step()
     progress.close()
+    peaks = higher_peaks(peaks_at_start, measure_peaks(device, args.threads, PEAK_MIN_RUN_TIME))
+    for result in results:
+        add_peak_fraction(result, peaks["float32"])
 
-    write_reports(args.out / device.type, metadata(args, device, budget, load), results)
-    print(report.terminal_table(results))
+    info = metadata(args, device, budget, load, libraries, peaks)
+    write_reports(args.out / device.type, info, results)
+    print(report.terminal_table(info, results))
 
 
 if __name__ == "__main__":

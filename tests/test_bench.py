@@ -1,17 +1,30 @@
-"""Smoke test of the benchmark CLI: one tiny shape, every kind and mode, a tiny time budget."""
+"""Tests of the benchmark: the CLI on one tiny shape (every kind and mode, packed and autocast
+rows, a tiny time budget), the oneDNN RNN binding against torch.nn, and the columns when the
+binding is absent."""
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from bench import measure as bench_measure
+from bench import native, report
+from bench.onednn_rnn import OneDnnRnn
+from bench.peak import measure_peaks
+from bench.run import cases_from, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 T, B, I, H = 3, 2, 5, 8
-LIBRARIES = ("torch.nn", "rnnkernels")
+SHAPE = ["--seq-len", str(T), "--batch", str(B), "--input-size", str(I), "--hidden-size", str(H)]
+TINY_BUDGET = ["--rounds", "2", "--min-run-time", "0.001", "--threads", "1"]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+HAS_ONEDNN_RNN = native.load().has_onednn_rnn
+LIBRARIES = ("torch.nn", "rnnkernels") + (("oneDNN",) if HAS_ONEDNN_RNN else ())
 
 
 def run(*arguments: str) -> subprocess.CompletedProcess:
@@ -25,44 +38,39 @@ def run(*arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+def run_report(out: Path, *options: str) -> dict:
+    # README's form of the command: a script path, which must still import `bench` as a package.
+    run("bench/run.py", *SHAPE, *TINY_BUDGET, "--out", str(out), *options)
+    return json.loads((out / "cpu.json").read_text())
+
+
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    shape = [
-        "--seq-len",
-        str(T),
-        "--batch",
-        str(B),
-        "--input-size",
-        str(I),
-        "--hidden-size",
-        str(H),
-    ]
-    # README's form of the command: a script path, which must still import `bench` as a package.
-    run(
-        "bench/run.py",
-        *shape,
-        "--rounds",
-        "2",
-        "--min-run-time",
-        "0.001",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    )
+    run_report(out)
     return out
 
 
 @pytest.fixture(scope="module")
-def report(out_dir) -> dict:
+def report_json(out_dir) -> dict:
     return json.loads((out_dir / "cpu.json").read_text())
 
 
-def test_every_kind_and_mode_is_reported(report):
-    measured = {(result["kind"], result["mode"]) for result in report["results"]}
+@pytest.fixture(scope="module")
+def packed_report(tmp_path_factory) -> dict:
+    return run_report(tmp_path_factory.mktemp("packed"), "--packed", "--mode", "training")
+
+
+@pytest.fixture(scope="module")
+def autocast_report(tmp_path_factory) -> dict:
+    return run_report(tmp_path_factory.mktemp("autocast"), "--autocast", "bfloat16")
+
+
+def test_every_kind_and_mode_is_reported(report_json):
+    measured = {(result["kind"], result["mode"]) for result in report_json["results"]}
     assert measured == {(kind, mode) for kind in GATES for mode in ("inference", "training")}
-    for result in report["results"]:
+    for result in report_json["results"]:
+        assert result["autocast"] is None
         assert result["shape"] == {
             "seq_len": T,
             "batch": B,
@@ -70,25 +78,40 @@ def test_every_kind_and_mode_is_reported(report):
             "hidden_size": H,
             "layers": 1,
             "bidirectional": False,
+            "packed": False,
         }
 
 
-def test_times_ratios_and_efficiencies_are_positive(report):
-    for result in report["results"]:
-        for library in LIBRARIES:
-            assert result["median_seconds"][library] > 0
-            assert result["efficiency"][library] == pytest.approx(
-                result["gemm_bound_seconds"] / result["median_seconds"][library]
-            )
-        assert result["ratio"] == pytest.approx(
-            result["median_seconds"]["torch.nn"] / result["median_seconds"]["rnnkernels"]
-        )
-        assert result["gemm_bound_seconds"] > 0
+def test_onednn_column_is_there_exactly_when_its_binding_built(report_json):
+    metadata = report_json["metadata"]
+    assert tuple(metadata["libraries"]) == LIBRARIES
+    if HAS_ONEDNN_RNN:
+        assert re.fullmatch(r"oneDNN 3\.\d+\.\d+ from .+", metadata["onednn_rnn"])
+    else:
+        assert metadata["onednn_rnn"].startswith("not measured: ")
+        assert all("oneDNN" not in result["median_seconds"] for result in report_json["results"])
 
 
-def test_only_training_saves_tensors(report):
-    for result in report["results"]:
+def test_times_speedups_and_rates_agree(report_json):
+    peak = report_json["metadata"]["peak"]["float32"]
+    for result in report_json["results"]:
+        seconds = result["median_seconds"]
+        assert set(seconds) == set(LIBRARIES)
+        assert result["not_available"] == {}
         for library in LIBRARIES:
+            assert seconds[library] > 0
+            gflops = result["gemm_flops"] / seconds[library] / 1e9
+            assert result["gflops"][library] == pytest.approx(gflops)
+            if peak:
+                assert result["peak_fraction"][library] == pytest.approx(gflops / peak["gflops"])
+        assert set(result["speedup"]) == set(LIBRARIES) - {"rnnkernels"}
+        for baseline, speedup in result["speedup"].items():
+            assert speedup == pytest.approx(seconds[baseline] / seconds["rnnkernels"])
+
+
+def test_only_training_saves_tensors(report_json):
+    for result in report_json["results"]:
+        for library in ("torch.nn", "rnnkernels"):
             assert (result["saved_bytes"][library] > 0) == (result["mode"] == "training"), (
                 result["kind"],
                 result["mode"],
@@ -97,38 +120,145 @@ def test_only_training_saves_tensors(report):
 
 
 @pytest.mark.parametrize("kind", GATES)
-def test_gemm_flops_are_those_of_the_layer(report, kind):
+def test_gemm_flops_are_those_of_the_layer(report_json, kind):
     """Forward: input projection and recurrent products; backward does each twice over (the
     gradients of the operand and of the weight)."""
     forward = 2 * T * B * (I + H) * GATES[kind] * H
     flops = {
         result["mode"]: result["gemm_flops"]
-        for result in report["results"]
+        for result in report_json["results"]
         if result["kind"] == kind
     }
     assert flops == {"inference": forward, "training": 3 * forward}
 
 
-def test_outputs_match_torch_nn(report):
-    for result in report["results"]:
-        assert result["max_abs_diff"] < 1e-5, (result["kind"], result["mode"])
+def test_outputs_match_torch_nn(report_json):
+    for result in report_json["results"]:
+        assert set(result["max_abs_diff"]) == set(LIBRARIES) - {"torch.nn"}
+        for library, difference in result["max_abs_diff"].items():
+            assert difference < 1e-5, (result["kind"], result["mode"], library)
 
 
-def test_metadata_says_where_and_how_it_ran(report):
-    metadata = report["metadata"]
-    assert metadata["device"] == "cpu"
-    assert metadata["device_name"]
-    assert metadata["threads"] == 1
-    assert metadata["dtype"] == "float32"
-    assert {"torch", "date", "command", "rounds", "min_run_time"} <= metadata.keys()
+def test_peak_is_measured_with_the_widest_vectors_here(report_json):
+    peaks = report_json["metadata"]["peak"]
+    flags = set(re.findall(r"\w+", Path("/proc/cpuinfo").read_text()))
+    widest = "avx512f" if "avx512f" in flags else "avx2" if {"avx2", "fma"} <= flags else None
+    if widest is None or not native.load().module:
+        assert peaks["float32"] is None
+    else:
+        assert peaks["float32"]["isa"] == widest
+        assert peaks["float32"]["threads"] == 1
+        assert peaks["float32"]["gflops"] > 0
+    assert (peaks["bfloat16"] is not None) == ("avx512_bf16" in flags and widest == "avx512f")
+
+
+def test_packed_rows_run_the_modules_and_leave_onednn_out(packed_report):
+    lengths = [3, 1]  # spread evenly from seq_len / 10 (at least 1) to seq_len
+    for result in packed_report["results"]:
+        assert result["shape"]["packed"]
+        for library in ("torch.nn", "rnnkernels"):
+            assert result["median_seconds"][library] > 0
+        assert result["max_abs_diff"]["rnnkernels"] < 1e-5
+        # The backward's GEMMs are twice the forward's, as for padded input.
+        forward = 2 * sum(lengths) * (I + H) * GATES[result["kind"]] * H
+        assert result["gemm_flops"] == 3 * forward
+        if HAS_ONEDNN_RNN:
+            assert result["median_seconds"]["oneDNN"] is None
+            assert result["not_available"] == {"oneDNN": "packed input"}
+
+
+def test_autocast_rows_record_what_fails_and_time_the_rest(autocast_report):
+    """torch.nn's CPU LSTM raises under bfloat16 autocast where oneDNN lacks bfloat16 (CPUs
+    without AVX-512): the row says so and the run goes on."""
+    results = autocast_report["results"]
+    assert len(results) == 6
+    for result in results:
+        assert result["autocast"] == "bfloat16"
+        for library in ("torch.nn", "rnnkernels"):
+            reason = result["not_available"].get(library)
+            assert (result["median_seconds"][library] is None) == (reason is not None)
+            assert reason is None or reason.startswith("error: ")
+        assert result["median_seconds"]["rnnkernels"] > 0
+        if HAS_ONEDNN_RNN:
+            assert result["not_available"]["oneDNN"] == "float32 CPU only"
+
+
+def test_failures_show_as_n_a_with_their_errors_listed(autocast_report):
+    metadata, results = autocast_report["metadata"], autocast_report["results"]
+    table = report.terminal_table(metadata, results)
+    for result in results:
+        if "torch.nn" in result["not_available"]:
+            assert "n/a (error)" in table
+            assert result["not_available"]["torch.nn"] in table
+
+
+def test_default_rows_hold_the_grid_a_packed_batch_autocast_and_the_single_step():
+    cases = cases_from(parse_args(["--kind", "lstm", "--mode", "inference"]))
+    labels = [case.label() for case in cases]
+    assert "T=1 B=1 I=64 H=64" in labels
+    assert "T=100 B=32 I=256 H=256 packed 10-100" in labels
+    assert any(case.autocast == "bfloat16" for case in cases)
+    # Options replace the default rows by their product.
+    options = parse_args([*SHAPE, "--packed", "--autocast", "bfloat16"])
+    (case,) = {(case.shape, case.autocast) for case in cases_from(options)}
+    assert case[0].packed and case[1] == "bfloat16"
+
+
+def test_short_times_are_in_microseconds():
+    assert report.duration(23.4e-6) == "23.4 us"
+    assert report.duration(0.141) == "141 ms"
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_RNN, reason="the oneDNN RNN binding did not build here")
+@pytest.mark.parametrize(
+    "module_type, options",
+    [
+        (torch.nn.LSTM, {}),
+        (torch.nn.GRU, {}),
+        (torch.nn.RNN, {}),
+        (torch.nn.RNN, {"nonlinearity": "relu"}),
+        (torch.nn.LSTM, {"num_layers": 2, "bidirectional": True}),
+        (torch.nn.GRU, {"num_layers": 3, "bias": False}),
+    ],
+    ids=["lstm", "gru", "rnn_tanh", "rnn_relu", "lstm-2-layers-bidirectional", "gru-3-no-bias"],
+)
+def test_onednn_rnn_matches_torch_nn_in_outputs_and_gradients(module_type, options):
+    """Gate orders, LBR GRU's bias and the gradients' layouts, on awkward (prime) sizes."""
+    torch.manual_seed(0)
+    module = module_type(7, 11, **options)
+    inputs = torch.randn(5, 3, 7, requires_grad=True)
+    outputs = bench_measure.flat_outputs(module(inputs))
+    grad_outputs = [torch.randn_like(output) for output in outputs]
+    torch.autograd.backward(outputs, grad_outputs)
+
+    for training in (False, True):
+        onednn = OneDnnRnn(module, inputs, grad_outputs if training else None)
+        onednn.step()
+        for got, expected in zip(onednn.outputs, outputs):
+            torch.testing.assert_close(got, expected.detach(), rtol=2e-5, atol=2e-5)
+    onednn.step()  # a second backward overwrites the gradients, as autograd's fresh ones
+    torch.testing.assert_close(onednn.input_gradient, inputs.grad, rtol=2e-5, atol=2e-5)
+    gradients = onednn.parameter_gradients()
+    assert set(gradients) == {name for name, _ in module.named_parameters()}
+    for name, parameter in module.named_parameters():
+        torch.testing.assert_close(gradients[name], parameter.grad, rtol=2e-5, atol=2e-5)
+
+
+def test_without_the_binding_its_columns_are_absent(monkeypatch):
+    missing = native.Native(None, None, "bench/native.cpp did not build: no compiler")
+    monkeypatch.setattr(native, "load", lambda: missing)
+    assert bench_measure.libraries_for(torch.device("cpu")) == ("torch.nn", "rnnkernels")
+    assert measure_peaks(torch.device("cpu"), 1, 0.01) == {"float32": None, "bfloat16": None}
+    assert not any("oneDNN" in column for column in report.columns(["torch.nn", "rnnkernels"]))
 
 
 def test_markdown_and_plot_are_written(out_dir):
     markdown = (out_dir / "cpu.md").read_text()
     assert markdown.count("\n| lstm |") == 2
+    assert "- peak: float32 " in markdown
     if importlib.util.find_spec("matplotlib"):
         assert (out_dir / "cpu.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_module_entry_point():
-    assert "--min-run-time" in run("-m", "bench", "--help").stdout
+    assert "--autocast" in run("-m", "bench", "--help").stdout
