@@ -1,6 +1,6 @@
 // What every pointwise step kernel (lstm.cu, gru.cu, rnn.cu) shares: the compute type, loads and
 // stores that convert to it, the element loop, and the one place that turns a problem size into
-// a grid. Torch-free; for .cu files only (it launches with <<<>>>).
+// a grid. Torch-free; for .cu files only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -70,9 +70,13 @@ cudaError_t launch_elementwise(void (*kernel)(Params), int64_t elements, const P
                                cudaStream_t stream) {
   if (elements == 0) return cudaSuccess;
   const int64_t blocks = (elements + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  const unsigned grid = static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-  kernel<<<grid, kThreadsPerBlock, 0, stream>>>(params);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks));
+  config.blockDim = dim3(kThreadsPerBlock);
+  config.stream = stream;
+  // The runtime's launch function rather than <<<>>>: plain C++, so the kernels also compile
+  // and run under the host emulation of the tests (tests/cuda_emulation/).
+  return cudaLaunchKernelEx(&config, kernel, params);
 }
 
 }  // namespace kernels

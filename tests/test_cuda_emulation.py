@@ -1,0 +1,129 @@
+"""The CUDA kernels (csrc/kernels/*.cu) executed on the CPU: compiled as host C++ under the
+project's CUDA emulation (tests/cuda_emulation/), behind the same step loops as the CPU path,
+and compared with that path, forward and backward, for every cell, direction and dtype, with
+grids capped below the work so that the kernels' grid-stride loops wrap.
+
+The emulated operators are torch.ops.rnnkernels_emulated.*, with the arguments of
+torch.ops.rnnkernels.*; building them takes a minute or two the first time (torch's extension
+cache keeps the build)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.utils.cpp_extension
+
+import rnnkernels  # noqa: F401  (importing it registers the CPU operators)
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATION = ROOT / "tests" / "cuda_emulation"
+
+GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+DTYPES = {
+    "f64": torch.float64,
+    "f32": torch.float32,
+    "f16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+# Both sides run the same math in the same order but for the activations (the CPU path's
+# vectorised exp and tanh for float32 and float64, a few ulp from the C library's) and, for
+# float32, the GEMMs (oneDNN against ATen's). The half types run scalar float math and ATen's
+# GEMMs on both sides: equal but for a last-bit rounding here and there. Each bound is far below
+# what a wrong index, gate or step makes.
+TOL = {
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float32: dict(rtol=5e-5, atol=5e-5),
+    torch.float16: dict(rtol=1e-3, atol=1e-3),
+    torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
+}
+# 256 threads a block: one block covers 256 elements of a step, so a limit of one block makes the
+# loop wrap at the sizes below (9 rows x 37 units at the first step); 0 is no limit.
+GRID_LIMITS = {"grid1": 1, "full": 0}
+BATCH_SIZES = (9, 9, 7, 2, 1)
+INPUT, HIDDEN, PROJ = 11, 37, 13
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    """The emulated extension module (importing it registers torch.ops.rnnkernels_emulated)."""
+    build = Path(torch.utils.cpp_extension._get_build_directory("rnnkernels_emulated", False))
+    # One host C++ file per kernel file: cpp_extension would hand a .cu to nvcc.
+    wrappers = []
+    for kernel in sorted((ROOT / "csrc" / "kernels").glob("*.cu")):
+        wrapper = build / f"{kernel.stem}_cu.cpp"
+        text = f'#include "{kernel}"\n'
+        if not wrapper.exists() or wrapper.read_text() != text:
+            wrapper.write_text(text)
+        wrappers.append(str(wrapper))
+    module = torch.utils.cpp_extension.load(
+        name="rnnkernels_emulated",
+        sources=[str(EMULATION / "emulated_layers.cpp"), str(ROOT / "csrc" / "layer_common.cpp"),
+                 *wrappers],
+        extra_include_paths=[str(EMULATION / "include"), str(ROOT / "csrc")],
+        extra_cflags=["-O2"],
+        build_directory=str(build),
+        verbose=os.environ.get("RNNKERNELS_VERBOSE_BUILD") == "1",
+    )
+    yield module
+    module.set_grid_limit(0)
+
+
+def make_args(cell, dtype):
+    """Arguments of the layer operator of ``cell`` (a dict in schema order, with reverse and
+    train left out); weights ~ N(0, 1/H) keep the gates away from saturation."""
+    gen = torch.Generator().manual_seed(sum(map(ord, cell)))
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    gates, lstm = GATES[cell], cell.startswith("lstm")
+    state = PROJ if cell == "lstm_proj" else HIDDEN
+    rows, batch, scale = sum(BATCH_SIZES), BATCH_SIZES[0], HIDDEN**-0.5
+    args = {"input": randn(rows, INPUT), "batch_sizes": torch.tensor(BATCH_SIZES),
+            "h0": randn(batch, state, scale=0.5)}
+    if lstm:
+        args["c0"] = randn(batch, HIDDEN, scale=0.5)
+    args.update(w_ih=randn(gates * HIDDEN, INPUT, scale=scale),
+                w_hh=randn(gates * HIDDEN, state, scale=scale),
+                b_ih=randn(gates * HIDDEN, scale=0.5), b_hh=randn(gates * HIDDEN, scale=0.5))
+    if lstm:
+        args["w_hr"] = randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None
+    if cell.startswith("rnn"):
+        args["nonlinearity"] = cell.split("_")[1]
+    return args
+
+
+def run(namespace, cell, args, reverse):
+    """Forward (train=True) and backward of ``cell``'s operators in ``namespace``: the forward
+    outputs, then the gradients of every argument, given fixed output gradients."""
+    ops = getattr(torch.ops, namespace)
+    name = cell.split("_")[0]
+    values = list(args.values())
+    *outputs, reserve = getattr(ops, f"{name}_layer")(*values, reverse, True)
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
+             for o in outputs]
+    tensors = [v for k, v in args.items() if k != "nonlinearity"]
+    backward_args = [*grads, *tensors]
+    if name == "rnn":
+        backward_args += [args["nonlinearity"], outputs[0], reverse]
+    else:
+        backward_args += [outputs[0], reserve, reverse]
+    return outputs, getattr(ops, f"{name}_layer_backward")(*backward_args)
+
+
+@pytest.mark.parametrize("grid", GRID_LIMITS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", GATES)
+def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
+    dtype = DTYPES[dtype]
+    args = make_args(cell, dtype)
+    emulated.set_grid_limit(GRID_LIMITS[grid])
+    got_outputs, got_grads = run("rnnkernels_emulated", cell, args, reverse)
+    want_outputs, want_grads = run("rnnkernels", cell, args, reverse)
+    for index, (got, want) in enumerate(zip([*got_outputs, *got_grads],
+                                            [*want_outputs, *want_grads])):
+        assert got.dtype == want.dtype and got.shape == want.shape, index
+        torch.testing.assert_close(got, want, **TOL[dtype], msg=lambda m: f"result {index}: {m}")
