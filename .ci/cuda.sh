@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA checks that need no GPU (DESIGN.md, "CUDA without a GPU here"):
+# The CUDA checks that need no GPU (docs/DESIGN.md, "CUDA without a GPU"):
 #   1. nvcc compiles every csrc/kernels/*.cu for sm_80 and sm_90, warnings as errors;
 #   2. the full CUDA extension builds against a CUDA build of torch, in a venv of its own (the
 #      project's .venv keeps its CPU torch), and installs;
@@ -78,8 +78,8 @@ package = os.path.realpath(os.path.dirname(rnnkernels.__file__))
 assert not package.startswith(repo + os.sep), f"imported the source tree at {package}"
 print(f"cuda.sh: imported rnnkernels from {package} with torch {torch.__version__}")
 
-operators = ["lstm_layer", "gru_layer", "rnn_layer"]
-operators += [op + "_backward" for op in operators]
+# The generic layer operators have the device kernels; every other operator is a composite of them.
+operators = ["layer", "layer_backward"]
 missing = [
     f"rnnkernels::{op} ({key})"
     for op in operators

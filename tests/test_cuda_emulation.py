@@ -3,9 +3,9 @@ project's CUDA emulation (tests/cuda_emulation/), behind the same step loops as 
 and compared with that path, forward and backward, for every cell, direction and dtype, with
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
-The emulated operators are torch.ops.rnnkernels_emulated.*, with the arguments of
-torch.ops.rnnkernels.*; building them takes a minute or two the first time (torch's extension
-cache keeps the build)."""
+The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
+arguments of torch.ops.rnnkernels.layer and layer_backward; building them takes a minute or two
+the first time (torch's extension cache keeps the build)."""
 
 import os
 from pathlib import Path
@@ -58,9 +58,10 @@ def emulated():
         wrappers.append(str(wrapper))
     module = torch.utils.cpp_extension.load(
         name="rnnkernels_emulated",
-        sources=[str(EMULATION / "emulated_layers.cpp"), str(ROOT / "csrc" / "layer_common.cpp"),
-                 *wrappers],
-        extra_include_paths=[str(EMULATION / "include"), str(ROOT / "csrc")],
+        sources=[str(EMULATION / "emulated_layers.cpp"),
+                 str(ROOT / "csrc" / "layer" / "layer_common.cpp"), *wrappers],
+        extra_include_paths=[str(EMULATION / "include"), str(ROOT / "csrc"),
+                             str(ROOT / "include")],
         extra_cflags=["-O2"],
         build_directory=str(build),
         verbose=os.environ.get("RNNKERNELS_VERBOSE_BUILD") == "1",
@@ -70,8 +71,8 @@ def emulated():
 
 
 def make_args(cell, dtype):
-    """Arguments of the layer operator of ``cell`` (a dict in schema order, with reverse and
-    train left out); weights ~ N(0, 1/H) keep the gates away from saturation."""
+    """The arguments of the layer operator for ``cell``: (name, states, params); weights
+    ~ N(0, 1/H) keep the gates away from saturation."""
     gen = torch.Generator().manual_seed(sum(map(ord, cell)))
 
     def randn(*shape, scale=1.0):
@@ -79,38 +80,34 @@ def make_args(cell, dtype):
 
     gates, lstm = GATES[cell], cell.startswith("lstm")
     state = PROJ if cell == "lstm_proj" else HIDDEN
-    rows, batch, scale = sum(BATCH_SIZES), BATCH_SIZES[0], HIDDEN**-0.5
-    args = {"input": randn(rows, INPUT), "batch_sizes": torch.tensor(BATCH_SIZES),
-            "h0": randn(batch, state, scale=0.5)}
+    batch, scale = BATCH_SIZES[0], HIDDEN**-0.5
+    states = [randn(batch, state, scale=0.5)]
+    params = [randn(gates * HIDDEN, INPUT, scale=scale), randn(gates * HIDDEN, state, scale=scale),
+              randn(gates * HIDDEN, scale=0.5), randn(gates * HIDDEN, scale=0.5)]
     if lstm:
-        args["c0"] = randn(batch, HIDDEN, scale=0.5)
-    args.update(w_ih=randn(gates * HIDDEN, INPUT, scale=scale),
-                w_hh=randn(gates * HIDDEN, state, scale=scale),
-                b_ih=randn(gates * HIDDEN, scale=0.5), b_hh=randn(gates * HIDDEN, scale=0.5))
-    if lstm:
-        args["w_hr"] = randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None
-    if cell.startswith("rnn"):
-        args["nonlinearity"] = cell.split("_")[1]
-    return args
+        states.append(randn(batch, HIDDEN, scale=0.5))
+        params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
+    return ("lstm" if lstm else cell), states, params
 
 
-def run(namespace, cell, args, reverse):
-    """Forward (train=True) and backward of ``cell``'s operators in ``namespace``: the forward
-    outputs, then the gradients of every argument, given fixed output gradients."""
+def run(namespace, cell, dtype, reverse):
+    """Forward (train=True) and backward of ``cell``'s layer in ``namespace``: the forward's
+    output and final states, then the gradients of input, states and params, given fixed
+    gradients of the output and final states."""
     ops = getattr(torch.ops, namespace)
-    name = cell.split("_")[0]
-    values = list(args.values())
-    *outputs, reserve = getattr(ops, f"{name}_layer")(*values, reverse, True)
+    name, states, params = make_args(cell, dtype)
     gen = torch.Generator().manual_seed(1)
-    grads = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype)
-             for o in outputs]
-    tensors = [v for k, v in args.items() if k != "nonlinearity"]
-    backward_args = [*grads, *tensors]
-    if name == "rnn":
-        backward_args += [args["nonlinearity"], outputs[0], reverse]
-    else:
-        backward_args += [outputs[0], reserve, reverse]
-    return outputs, getattr(ops, f"{name}_layer_backward")(*backward_args)
+    input = torch.randn(sum(BATCH_SIZES), INPUT, generator=gen, dtype=torch.float64).to(dtype)
+    batch_sizes = torch.tensor(BATCH_SIZES)
+    output, finals, reserve = ops.layer(name, input, batch_sizes, states, params, [], reverse,
+                                        True)
+    grad_output, *grad_finals = (
+        torch.randn(o.shape, generator=gen, dtype=torch.float64).to(dtype)
+        for o in [output, *finals])
+    grad_input, grad_states, grad_params = ops.layer_backward(
+        name, grad_output, grad_finals, input, batch_sizes, states, params, [], output, reserve,
+        reverse)
+    return [output, *finals, grad_input, *grad_states, *grad_params]
 
 
 @pytest.mark.parametrize("grid", GRID_LIMITS)
@@ -119,11 +116,10 @@ def run(namespace, cell, args, reverse):
 @pytest.mark.parametrize("cell", GATES)
 def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
     dtype = DTYPES[dtype]
-    args = make_args(cell, dtype)
     emulated.set_grid_limit(GRID_LIMITS[grid])
-    got_outputs, got_grads = run("rnnkernels_emulated", cell, args, reverse)
-    want_outputs, want_grads = run("rnnkernels", cell, args, reverse)
-    for index, (got, want) in enumerate(zip([*got_outputs, *got_grads],
-                                            [*want_outputs, *want_grads])):
-        assert got.dtype == want.dtype and got.shape == want.shape, index
-        torch.testing.assert_close(got, want, **TOL[dtype], msg=lambda m: f"result {index}: {m}")
+    got = run("rnnkernels_emulated", cell, dtype, reverse)
+    want = run("rnnkernels", cell, dtype, reverse)
+    assert len(got) == len(want)
+    for index, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, index
+        torch.testing.assert_close(g, w, **TOL[dtype], msg=lambda m: f"result {index}: {m}")

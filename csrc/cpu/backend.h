@@ -1,6 +1,7 @@
-// CPU backend of csrc/layers.h: the fused pointwise step of every cell (pointwise.cpp, vectorised
-// per instruction set) and the GEMMs: oneDNN's matmul for float32 when the build found oneDNN
-// (onednn_gemm.h), ATen's (MKL) otherwise and for the other dtypes.
+// CPU backend of the step loops (csrc/layer/layer.h): the pointwise step of every cell
+// (pointwise.cpp, vectorised per instruction set), the GEMMs (oneDNN's matmul for float32 when
+// the build found oneDNN, onednn_gemm.h; ATen's, MKL, otherwise and for the other dtypes) and
+// the threading: how many batch slices run at once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,8 +15,9 @@
 #include <omp.h>
 #endif
 
-#include "../aten_gemm.h"
 #include "../kernels/params.h"
+#include "../layer/aten_gemm.h"
+#include "../layer/layer.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
 #include <optional>
@@ -72,12 +74,11 @@ struct CPURecurrentGemm<float> {
 #endif
 
 struct CPUBackend {
-  template <typename T> static void lstm_forward(const LSTMForwardParams<T>& p);
-  template <typename T> static void lstm_backward(const LSTMBackwardParams<T>& p);
-  template <typename T> static void gru_forward(const GRUForwardParams<T>& p);
-  template <typename T> static void gru_backward(const GRUBackwardParams<T>& p);
-  template <typename T, bool Relu> static void rnn_forward(const RNNForwardParams<T>& p);
-  template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>& p);
+  // Instantiated for every cell of the list (csrc/kernels/cell_list.h) in pointwise.cpp.
+  template <typename Cell, typename T>
+  static void forward(const StepForwardParams<T>& p);
+  template <typename Cell, typename T>
+  static void backward(const StepBackwardParams<T>& p);
 
   template <typename T>
   static void copy(T* dst, const T* src, int64_t count) {
@@ -106,8 +107,13 @@ struct CPUBackend {
   // the same rule: gru_layer_backward at (200, 16, 1024) about 15% faster unsliced, and neither
   // way clearly ahead at the grid's mid shapes). A batch of one stays whole.
   template <typename F>
-  static void for_each_batch_slice(int64_t batch, int64_t step_macs, const F& body) {
+  static void for_each_batch_slice(const StepProblem& problem, const F& body) {
     constexpr int64_t kMaxSlicedStepMacs = int64_t{1} << 22;
+    const int64_t batch = problem.batch;
+    // Multiply-adds of one step's recurrent GEMM over the whole batch (the forward's and the
+    // backward's, whose GEMM has the transposed shape).
+    const int64_t step_macs =
+        problem.dense ? problem.batch * problem.gate_width * problem.state_width : 0;
     int64_t slices =
         at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
     if (step_macs >= kMaxSlicedStepMacs) slices = 1;

@@ -1,96 +1,35 @@
-// The layer operators' step loops (csrc/layers.h) over the CUDA kernels of csrc/kernels/, compiled
-// as host C++ under cuda_emulation.h and run on the CPU: torch.ops.rnnkernels_emulated.* take the
-// arguments of torch.ops.rnnkernels.* and CPU tensors. Built and compared with the CPU path by
+// The generic layer operators over the CUDA kernels of csrc/kernels/, compiled as host C++ under
+// cuda_emulation.h and run on the CPU: torch.ops.rnnkernels_emulated.layer and layer_backward
+// take the arguments of torch.ops.rnnkernels.layer and layer_backward, and CPU tensors. The step
+// loops and the CUDA backend are the library's own (csrc/layer/layer.h, csrc/cuda/backend.h);
+// only the Runtime differs. Built and compared with the CPU path by
 // tests/test_cuda_emulation.py.
 #include <torch/extension.h>
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
 #include <cstring>
-#include <type_traits>
 
-#include "aten_gemm.h"
-#include "kernels/launchers.h"
-#include "layers.h"
+#include "cuda/backend.h"
+#include "ops/layer_kernels.h"
 
 namespace rnnkernels {
 namespace {
 
-template <typename T>
-struct KernelScalar {
-  using type = T;
-};
-template <>
-struct KernelScalar<c10::Half> {
-  using type = __half;
-};
-template <>
-struct KernelScalar<c10::BFloat16> {
-  using type = __nv_bfloat16;
+// KernelBackend's Runtime on the host: no stream, host memory.
+struct HostRuntime {
+  static cudaStream_t stream() { return nullptr; }
+  static void check(cudaError_t error) {
+    TORCH_CHECK(error == cudaSuccess, "emulated launch failed with error ", error);
+  }
+  static void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 };
 
-// The params with every pointer retyped to the kernels' scalar type (one layout: plain data).
-template <template <typename> class Params, typename T>
-Params<typename KernelScalar<T>::type> to_kernel(const Params<T>& params) {
-  Params<typename KernelScalar<T>::type> out;
-  static_assert(sizeof(out) == sizeof(params) && std::is_trivially_copyable_v<decltype(out)>);
-  std::memcpy(&out, &params, sizeof(out));
-  return out;
-}
-
-void check(cudaError_t error) { TORCH_CHECK(error == cudaSuccess, "launch failed: ", error); }
-
-// CUDABackend (csrc/cuda/pointwise.h) with host memory: the same launch helpers, no stream.
-struct EmulatedBackend {
-  template <typename T>
-  static void lstm_forward(const LSTMForwardParams<T>& p) {
-    check(launch_lstm_forward_pointwise(to_kernel(p), nullptr));
-  }
-  template <typename T>
-  static void lstm_backward(const LSTMBackwardParams<T>& p) {
-    check(launch_lstm_backward_pointwise(to_kernel(p), nullptr));
-  }
-  template <typename T>
-  static void gru_forward(const GRUForwardParams<T>& p) {
-    check(launch_gru_forward_pointwise(to_kernel(p), nullptr));
-  }
-  template <typename T>
-  static void gru_backward(const GRUBackwardParams<T>& p) {
-    check(launch_gru_backward_pointwise(to_kernel(p), nullptr));
-  }
-  template <typename T, bool Relu>
-  static void rnn_forward(const RNNForwardParams<T>& p) {
-    check(launch_rnn_forward_pointwise<typename KernelScalar<T>::type, Relu>(to_kernel(p), nullptr));
-  }
-  template <typename T, bool Relu>
-  static void rnn_backward(const RNNBackwardParams<T>& p) {
-    check(launch_rnn_backward_pointwise<typename KernelScalar<T>::type, Relu>(to_kernel(p), nullptr));
-  }
-  template <typename T>
-  static void copy(T* dst, const T* src, int64_t count) {
-    std::memcpy(dst, src, count * sizeof(T));
-  }
-  template <typename T>
-  using RecurrentGemm = ATenRecurrentGemm<T>;
-  static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
-    return aten_addmm(bias, a, b);
-  }
-  template <typename F>
-  static void for_each_batch_slice(int64_t batch, int64_t /*step_macs*/, const F& body) {
-    body(0, batch);
-  }
-};
+using EmulatedBackend = KernelBackend<HostRuntime>;
 
 }  // namespace
 
 TORCH_LIBRARY(rnnkernels_emulated, m) {
-  m.def("lstm_layer", &lstm_layer<EmulatedBackend>);
-  m.def("lstm_layer_backward", &lstm_layer_backward<EmulatedBackend>);
-  m.def("gru_layer", &gru_layer<EmulatedBackend>);
-  m.def("gru_layer_backward", &gru_layer_backward<EmulatedBackend>);
-  m.def("rnn_layer", &rnn_layer<EmulatedBackend>);
-  m.def("rnn_layer_backward", &rnn_layer_backward<EmulatedBackend>);
+  m.def("layer", &layer_kernel<Cells, EmulatedBackend>);
+  m.def("layer_backward", &layer_backward_kernel<Cells, EmulatedBackend>);
 }
 
 }  // namespace rnnkernels
