@@ -1,12 +1,13 @@
 // The CPU pointwise driver, compiled once per instruction set: pointwise_default.cpp,
 // pointwise_avx2.cpp and pointwise_avx512.cpp each define RNNKERNELS_ISA (the namespace) and the
-// at::vec capability macros, enable the instructions, then include this file; pointwise.cpp picks
-// one at run time. Without this, at::vec falls back to scalar loops and the activations (exp,
+// at::vec capability macros, enable the instructions, then include this file and instantiate
+// the drivers for the list of cells; pointwise.cpp picks one at run time. Without this, at::vec falls back to scalar loops and the activations (exp,
 // tanh) cost more than the per-step GEMM.
 //
 // Loops over the rows of a step (parallel over rows with at::parallel_for) and over the hidden
 // units (vectorised with at::vec for float and double), running each cell's element functions
-// (csrc/kernels/traits.h) on a vector of units at a time; instantiated for the list of cells.
+// (csrc/kernels/traits.h) on a vector of units at a time, or a row at a time for a cell that
+// reduces over rows.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -115,29 +116,93 @@ struct LanesIO {
   void store(T* p, const Value& v) const { Lanes<T>::store(p, v, lanes); }
 };
 
+// A row (csrc/kernels/step.h) on this thread: its positions are the row's chunks of lanes, in
+// order.
+template <typename Cell, typename T, typename Params>
+class LanesRow : public RowBase<LanesIO<T>, Params> {
+  using Base = RowBase<LanesIO<T>, Params>;
+  using Position = Step<Cell, T, LanesIO<T>, Params>;
+  static constexpr int64_t width = Lanes<T>::width;
+
+ public:
+  using typename Base::Value;
+  using Base::Base;
+
+  template <typename F>
+  void for_each(const F& f) const {
+    for (int64_t unit = 0; unit < this->p_.hidden; unit += width) f(position(unit));
+  }
+  template <typename F>
+  Value sum(const F& f) const {
+    Value total(0);
+    for (int64_t unit = 0; unit < this->p_.hidden; unit += width) {
+      const Value value = f(position(unit));
+      const int64_t lanes = std::min(width, this->p_.hidden - unit);
+      if constexpr (width == 1) {
+        total = total + value;
+      } else {
+        // The lanes past the row's end hold what f made of zeros: they must not count.
+        total = total + (lanes == width ? value : Value::set(Value(0), value, lanes));
+      }
+    }
+    if constexpr (width == 1) {
+      return total;
+    } else {
+      return Value(at::vec::vec_reduce_all<T>([](Value a, Value b) { return a + b; }, total));
+    }
+  }
+
+ private:
+  Position position(int64_t unit) const {
+    return Position(this->p_, this->row_, unit,
+                    LanesIO<T>{std::min(width, this->p_.hidden - unit)});
+  }
+};
+
+// One direction's step of any cell: its element functions (csrc/kernels/traits.h) on every chunk
+// of units of every row, or, for a row-wise cell, on every row (in parallel over rows, with a
+// grain that keeps a split's work, in chunks, as for_each_chunk's).
+template <typename Cell, typename Direction, typename T>
+void run(const typename Direction::template Params<T>& p) {
+  using Params = typename Direction::template Params<T>;
+  if constexpr (Cell::kRowwise) {
+    const int64_t chunks_per_row = (p.hidden + Lanes<T>::width - 1) / Lanes<T>::width;
+    const int64_t grain = std::max<int64_t>(1, 1024 / Lanes<T>::width / chunks_per_row);
+    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        Direction::template run<Cell>(LanesRow<Cell, T, Params>(p, row));
+      }
+    });
+  } else {
+    for_each_chunk<T>(p.rows, p.hidden, [&](int64_t row, int64_t unit, int64_t lanes) {
+      Direction::template run<Cell>(Step<Cell, T, LanesIO<T>, Params>(p, row, unit,
+                                                                      LanesIO<T>{lanes}));
+    });
+  }
+}
+
 }  // namespace
 
-// The pointwise step of any cell: its element functions (csrc/kernels/traits.h) on every chunk
-// of units of every row.
 template <typename Cell, typename T>
 void forward(const StepForwardParams<T>& p) {
-  for_each_chunk<T>(p.rows, p.hidden, [&](int64_t row, int64_t unit, int64_t lanes) {
-    Cell::forward(ForwardStep<Cell, T, LanesIO<T>>(p, row, unit, LanesIO<T>{lanes}));
-  });
+  run<Cell, Forward, T>(p);
 }
 
 template <typename Cell, typename T>
 void backward(const StepBackwardParams<T>& p) {
-  for_each_chunk<T>(p.rows, p.hidden, [&](int64_t row, int64_t unit, int64_t lanes) {
-    Cell::backward(BackwardStep<Cell, T, LanesIO<T>>(p, row, unit, LanesIO<T>{lanes}));
-  });
+  run<Cell, Backward, T>(p);
 }
 
+// The drivers of every cell of an X-macro list (csrc/kernels/cell_list.h): the library's, or
+// the one an includer names in RNNKERNELS_DRIVER_CELLS (the tests' CUDA emulation does).
+#ifndef RNNKERNELS_DRIVER_CELLS
+#define RNNKERNELS_DRIVER_CELLS RNNKERNELS_FOR_EACH_CELL
+#endif
 #define RNNKERNELS_INSTANTIATE(Cell, T)                          \
   template void forward<Cell, T>(const StepForwardParams<T>&);   \
   template void backward<Cell, T>(const StepBackwardParams<T>&);
-RNNKERNELS_FOR_EACH_CELL(RNNKERNELS_FOR_EACH_DTYPE, RNNKERNELS_INSTANTIATE, c10::Half,
-                         c10::BFloat16)
+RNNKERNELS_DRIVER_CELLS(RNNKERNELS_FOR_EACH_DTYPE, RNNKERNELS_INSTANTIATE, c10::Half,
+                        c10::BFloat16)
 #undef RNNKERNELS_INSTANTIATE
 
 }  // namespace RNNKERNELS_ISA

@@ -69,19 +69,37 @@ constexpr int kThreadsPerBlock = 256;
 // grid stays inside gridDim.x's limit at any size.
 constexpr int64_t kMaxBlocks = 65536;
 
-// Launches `kernel(params)` over `elements` elements on `stream`; returns the launch's error.
+// Launches `kernel(params)` on `stream` with `threads` a block; returns the launch's error.
 template <typename Params>
-cudaError_t launch_elementwise(void (*kernel)(Params), int64_t elements, const Params& params,
-                               cudaStream_t stream) {
-  if (elements == 0) return cudaSuccess;
-  const int64_t blocks = (elements + kThreadsPerBlock - 1) / kThreadsPerBlock;
+cudaError_t launch_kernel(void (*kernel)(Params), int64_t blocks, int threads,
+                          const Params& params, cudaStream_t stream) {
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks));
-  config.blockDim = dim3(kThreadsPerBlock);
+  config.blockDim = dim3(threads);
   config.stream = stream;
   // The runtime's launch function rather than <<<>>>: plain C++, so the kernels also compile
   // and run under the host emulation of the tests (tests/cuda_emulation/).
   return cudaLaunchKernelEx(&config, kernel, params);
+}
+
+// An element-wise kernel over `elements` elements: one thread each, up to the grid's limit.
+template <typename Params>
+cudaError_t launch_elementwise(void (*kernel)(Params), int64_t elements, const Params& params,
+                               cudaStream_t stream) {
+  if (elements == 0) return cudaSuccess;
+  return launch_kernel(kernel, (elements + kThreadsPerBlock - 1) / kThreadsPerBlock,
+                       kThreadsPerBlock, params, stream);
+}
+
+// A row-wise kernel over `rows` rows of `hidden` units: a block a row, up to the grid's limit,
+// of the fewest threads (a power of two, from a warp to kThreadsPerBlock) that cover a row.
+template <typename Params>
+cudaError_t launch_rows(void (*kernel)(Params), int64_t rows, int64_t hidden,
+                        const Params& params, cudaStream_t stream) {
+  if (rows == 0) return cudaSuccess;
+  int threads = 32;
+  while (threads < kThreadsPerBlock && threads < hidden) threads *= 2;
+  return launch_kernel(kernel, rows, threads, params, stream);
 }
 
 }  // namespace kernels

@@ -18,15 +18,16 @@ namespace rnnkernels {
 // The most states (h, c), extra inputs and scalars a cell may have. A cell needing more raises
 // these; nothing else depends on their values.
 constexpr int kMaxStates = 2;
-constexpr int kMaxInputs = 2;
+constexpr int kMaxInputs = 6;
 constexpr int kMaxScalars = 2;
 
 // An extra input of the pointwise step (traits.h, kInputs): a per-layer parameter, the same for
-// every row.
+// every row, or a per-row tensor such as a mask.
 template <typename T>
 struct StepInput {
-  const T* data;  // [width], or nullptr when absent
+  const T* data;  // [width], or [rows, width] when per_row; nullptr when absent
   int64_t width;  // a multiple of H
+  bool per_row;
 };
 
 // What the two directions share.
@@ -39,7 +40,7 @@ struct StepParams {
   T* reserve;                       // [rows, R*H] forward: out, or nullptr (inference);
                                     // backward: in
   StepInput<T> inputs[kMaxInputs];  // the cell's extra inputs, in the order of its kInputs
-  float scalars[kMaxScalars];       // the cell's scalars, in the order of its kScalars
+  double scalars[kMaxScalars];      // the cell's scalars, in the order of its kScalars
 };
 
 template <typename T>

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "cells.h"
 #include "params.h"
 
@@ -33,7 +35,7 @@ class Step {
   RNNKERNELS_HD Value input(int i, int k = 0) const {
     const StepInput<T>& in = p_.inputs[i];
     if (in.data == nullptr) return Value(0);
-    return io_.load(in.data + k * p_.hidden + unit_);
+    return io_.load(in.data + (in.per_row ? row_ * in.width : 0) + k * p_.hidden + unit_);
   }
   RNNKERNELS_HD Value scalar(int i) const { return Value(p_.scalars[i]); }
 
@@ -117,9 +119,47 @@ class Step {
   IO io_;
 };
 
-template <typename Cell, typename T, typename IO>
-using ForwardStep = Step<Cell, T, IO, StepForwardParams<T>>;
-template <typename Cell, typename T, typename IO>
-using BackwardStep = Step<Cell, T, IO, StepBackwardParams<T>>;
+// The two directions, for drivers written once over both: each names its params and runs the
+// cell's element function of that direction on a position (a Step) or, for row-wise cells
+// (traits' kRowwise), on a row.
+//
+// A row is what the drivers give a row-wise cell: the same element functions' view, a row at a
+// time, with a reduction across it:
+//   using Value, Math;                       // as a Step's
+//   int64_t hidden() const;                  // H
+//   void for_each(const F& f) const;         // f(step) for every position of the row
+//   Value sum(const F& f) const;             // the row's total of f(step), in every lane
+// A position's writes are visible to the same position in a later for_each or sum; a cell must
+// not read another position's.
+template <bool IsForward>
+struct Direction {
+  template <typename T>
+  using Params = std::conditional_t<IsForward, StepForwardParams<T>, StepBackwardParams<T>>;
+  template <typename Cell, typename Position>
+  static RNNKERNELS_HD void run(const Position& position) {
+    if constexpr (IsForward) {
+      Cell::forward(position);
+    } else {
+      Cell::backward(position);
+    }
+  }
+};
+using Forward = Direction<true>;
+using Backward = Direction<false>;
+
+// What every backend's row shares: the step's params, the row, and the IO policy's types.
+template <typename IO, typename Params>
+class RowBase {
+ public:
+  using Value = typename IO::Value;
+  using Math = typename IO::Math;
+
+  RNNKERNELS_HD RowBase(const Params& p, int64_t row) : p_(p), row_(row) {}
+  RNNKERNELS_HD int64_t hidden() const { return p_.hidden; }
+
+ protected:
+  const Params& p_;
+  int64_t row_;
+};
 
 }  // namespace rnnkernels

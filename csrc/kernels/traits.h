@@ -19,6 +19,8 @@ enum class BiasFold {
   kAll,                      // both into the input GEMM: b_ih + b_hh added once per row
   kAllButHiddenLastGate,     // the same, but b_hh's last gate stays apart (GRU's b_hn, which sits
                              // inside r * (...)) and reaches the step as an extra input
+  kNone,                     // neither: the step reads them as extra inputs (kInputBias,
+                             // kHiddenBias), e.g. to add them after a layer norm
 };
 
 // How h_{t-1} enters a step.
@@ -27,26 +29,40 @@ enum class Recurrence {
   kElementwise,  // no GEMM: w_hh [G*H] reaches the step as an extra input (IndRNN)
 };
 
-// The sources of a step's extra inputs (kInputs; StepParams::inputs).
-enum class InputSource {
-  kHiddenBiasLastGate,  // b_hh's last gate [H] (kAllButHiddenLastGate), absent without b_hh
-  kRecurrentWeight,     // w_hh [G*H] (kElementwise)
-};
-
-// An extra tensor argument of a cell beyond w_ih, w_hh, b_ih and b_hh.
+// An extra tensor argument of a cell beyond w_ih, w_hh, b_ih and b_hh (kParams), and what it is
+// for. Each is optional at the operators: an absent projection is none, an absent step input
+// reads as zeros.
 enum class ParamRole {
   kProjection,  // w_hr [P, H]: h_t W_hr^T is the output and the state (LSTM's proj_size)
+  kStepParam,   // [K*H], read by the step (a layer norm's gain, peephole weights); it gets a
+                // gradient, summed over the rows the step adds to (add_input_grad)
+  kRowInput,    // [N, K*H], a row of it per packed row, read by the step (dropout or zoneout
+                // masks); no gradient
 };
 struct ParamSpec {
   const char* name;
   ParamRole role;
+  int blocks = 0;  // kStepParam and kRowInput: K, the width's multiple of H
+};
+
+// Where each of a step's extra inputs comes from (kInputs; StepParams::inputs).
+enum class InputSource {
+  kHiddenBiasLastGate,  // b_hh's last gate [H] (kAllButHiddenLastGate), absent without b_hh
+  kInputBias,           // b_ih [G*H] (kNone), with a gradient (add_input_grad)
+  kHiddenBias,          // b_hh [G*H] (kNone), with a gradient (add_input_grad)
+  kRecurrentWeight,     // w_hh [G*H] (kElementwise), with a gradient (add_input_grad)
+  kParam,               // the cell's own param `param` (kStepParam or kRowInput)
+};
+struct StepInputSpec {
+  InputSource source;
+  int param = -1;  // with kParam: its index in kParams
 };
 
 // What a cell has unless its traits say otherwise: no extra arguments, a dense recurrence, both
 // biases folded, one gradient for both sides of a gate, element-wise math.
 struct CellDefaults {
   static constexpr std::array<ParamSpec, 0> kParams{};
-  static constexpr std::array<InputSource, 0> kInputs{};
+  static constexpr std::array<StepInputSpec, 0> kInputs{};
   static constexpr int kScalars = 0;
   static constexpr BiasFold kBiasFold = BiasFold::kAll;
   static constexpr Recurrence kRecurrence = Recurrence::kDense;
@@ -55,8 +71,8 @@ struct CellDefaults {
   // Whether the backward writes a part of dL/dh_{t-1} that bypasses W_hh (set_grad_state(0)),
   // to which the recurrent GEMM then adds.
   static constexpr bool kDirectHiddenGrad = false;
-  // Whether the step reduces over a row (layer norm): the drivers then give the element
-  // functions a whole row (step.h, "row-wise").
+  // Whether the step reduces over a row (layer norm): the drivers then call forward and backward
+  // with a whole row (step.h, Row) instead of one position.
   static constexpr bool kRowwise = false;
   // The reserve slot holding state j's value at t, which the backward reads back as the next
   // step's state at t-1 (previous_state). h has none: the loop gathers it from the output.
@@ -115,7 +131,7 @@ struct GRU : CellDefaults {
   static constexpr const char* kName = "gru";
   static constexpr int kGates = 3;
   static constexpr std::array<const char*, 1> kStates{"h"};
-  static constexpr std::array<InputSource, 1> kInputs{InputSource::kHiddenBiasLastGate};
+  static constexpr std::array<StepInputSpec, 1> kInputs{{{InputSource::kHiddenBiasLastGate}}};
   // r, z, n and the hidden projection of n with b_hn (the backward's dr needs it).
   static constexpr int kReserve = 4;
   static constexpr BiasFold kBiasFold = BiasFold::kAllButHiddenLastGate;

@@ -66,18 +66,18 @@ class TensorForwardStep {
   using Value = TensorValue;
   using Math = TensorMath;
 
-  TensorForwardStep(const at::Tensor& input_gates, const at::Tensor& hidden_gates,
+  TensorForwardStep(at::Tensor input_gates, at::Tensor hidden_gates,
                     std::vector<at::Tensor>& states, at::Tensor& output,
                     const std::vector<at::Tensor>& inputs, const std::vector<double>& scalars,
                     int64_t hidden)
-      : input_gates_(input_gates), hidden_gates_(hidden_gates), states_(states),
-        output_(output), inputs_(inputs), scalars_(scalars), hidden_(hidden) {}
+      : input_gates_(std::move(input_gates)), hidden_gates_(std::move(hidden_gates)),
+        states_(states), output_(output), inputs_(inputs), scalars_(scalars), hidden_(hidden) {}
 
   Value input_gate(int k) const { return input_gates_.narrow(1, k * hidden_, hidden_); }
   Value hidden_gate(int k) const { return hidden_gates_.narrow(1, k * hidden_, hidden_); }
   Value input(int i, int k = 0) const {
     const at::Tensor& in = inputs_[i];
-    return in.defined() ? Value(in.narrow(0, k * hidden_, hidden_)) : Value(0.0);
+    return in.defined() ? Value(in.narrow(-1, k * hidden_, hidden_)) : Value(0.0);
   }
   Value scalar(int i) const { return scalars_[i]; }
   Value state(int j) const { return states_[j]; }
@@ -86,12 +86,35 @@ class TensorForwardStep {
   void save(int /*k*/, const Value& /*v*/) const {}
 
  private:
-  const at::Tensor& input_gates_;
-  const at::Tensor& hidden_gates_;
+  at::Tensor input_gates_;
+  at::Tensor hidden_gates_;
   std::vector<at::Tensor>& states_;
   at::Tensor& output_;
   const std::vector<at::Tensor>& inputs_;
   const std::vector<double>& scalars_;
+  int64_t hidden_;
+};
+
+// A row (step.h) on tensors: every row of the step at once, a position being the whole step.
+class TensorRow {
+ public:
+  using Value = TensorValue;
+  using Math = TensorMath;
+
+  TensorRow(const TensorForwardStep& step, int64_t hidden) : step_(step), hidden_(hidden) {}
+
+  int64_t hidden() const { return hidden_; }
+  template <typename F>
+  void for_each(const F& f) const {
+    f(step_);
+  }
+  template <typename F>
+  Value sum(const F& f) const {
+    return Value(f(step_)).tensor().sum(1, /*keepdim=*/true);
+  }
+
+ private:
+  const TensorForwardStep& step_;
   int64_t hidden_;
 };
 
@@ -109,7 +132,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> differentiable_layer(const LayerA
   const at::Tensor bias = folded_bias<Cell>(args, H);
   const at::Tensor input_gates = bias.defined() ? at::addmm(bias, args.input, args.w_ih().t())
                                                 : at::mm(args.input, args.w_ih().t());
-  const std::vector<at::Tensor> inputs = step_inputs<Cell>(args, H).tensors;
+  const StepInputs inputs = step_inputs<Cell>(args, H);
   std::vector<at::Tensor> states = args.states;  // [B, width] each, row by row replaced
   const StepSchedule schedule(args.batch_sizes, args.reverse);
   std::vector<at::Tensor> outputs(schedule.steps());  // by step
@@ -120,10 +143,21 @@ std::pair<at::Tensor, std::vector<at::Tensor>> differentiable_layer(const LayerA
     for (const at::Tensor& state : states) step_states.push_back(state.narrow(0, 0, rows));
     const at::Tensor hidden_gates =
         dense ? at::mm(step_states[0], args.w_hh().t()) : at::Tensor();
+    std::vector<at::Tensor> step_inputs;  // per-row ones narrowed to the step's rows
+    for (size_t i = 0; i < inputs.tensors.size(); ++i) {
+      const at::Tensor& in = inputs.tensors[i];
+      step_inputs.push_back(in.defined() && inputs.per_row[i]
+                                ? in.narrow(0, schedule.offset(t), rows)
+                                : in);
+    }
     at::Tensor output;
-    Cell::forward(TensorForwardStep(input_gates.narrow(0, schedule.offset(t), rows),
-                                          hidden_gates, step_states, output, inputs,
-                                          args.scalars, H));
+    const TensorForwardStep step(input_gates.narrow(0, schedule.offset(t), rows), hidden_gates,
+                                 step_states, output, step_inputs, args.scalars, H);
+    if constexpr (Cell::kRowwise) {
+      Cell::forward(TensorRow(step, H));
+    } else {
+      Cell::forward(step);
+    }
     if (w_hr.has_value()) {
       output = at::mm(output, w_hr->t());
       step_states[0] = output;

@@ -81,49 +81,77 @@ at::Tensor folded_bias(const LayerArgs& args, int64_t hidden) {
     const at::Tensor b_hh = at::cat({args.b_hh()->narrow(0, 0, kept),
                                      at::zeros({hidden}, args.b_hh()->options())});
     return sum_biases(args.b_ih(), b_hh);
-  } else {
+  } else if constexpr (Cell::kBiasFold == BiasFold::kAll) {
     return sum_biases(args.b_ih(), args.b_hh());
+  } else {
+    return at::Tensor();
   }
 }
 
-// The step's extra inputs (traits' kInputs): their tensors (undefined where absent) and widths.
+// The step's extra inputs (traits' kInputs): their tensors (undefined where absent), widths, and
+// whether each is per row; and for each, whether it gets a gradient summed over the rows
+// (add_input_grad), and into which of the LayerArgs params that goes.
 struct StepInputs {
   std::vector<at::Tensor> tensors;
   std::vector<int64_t> widths;
+  std::vector<bool> per_row;
+  std::vector<int64_t> grad_of;  // index in LayerArgs::params, or -1: no gradient
 };
 
 template <typename Cell>
 StepInputs step_inputs(const LayerArgs& args, int64_t hidden) {
   StepInputs inputs;
-  for (const InputSource source : Cell::kInputs) {
-    switch (source) {
+  for (const StepInputSpec& input : Cell::kInputs) {
+    at::Tensor tensor;
+    bool per_row = false;
+    int64_t grad_of = -1;
+    switch (input.source) {
       case InputSource::kHiddenBiasLastGate:
-        inputs.tensors.push_back(
-            args.b_hh().has_value()
-                ? args.b_hh()->narrow(0, (Cell::kGates - 1) * hidden, hidden).contiguous()
-                : at::Tensor());
-        inputs.widths.push_back(hidden);
+        if (args.b_hh().has_value()) {
+          tensor = args.b_hh()->narrow(0, (Cell::kGates - 1) * hidden, hidden).contiguous();
+        }
+        break;
+      case InputSource::kInputBias:
+      case InputSource::kHiddenBias:
+        grad_of = input.source == InputSource::kInputBias ? 2 : 3;
+        tensor = args.params[grad_of].value_or(at::Tensor());
         break;
       case InputSource::kRecurrentWeight:
-        inputs.tensors.push_back(args.w_hh());
-        inputs.widths.push_back(Cell::kGates * hidden);
+        tensor = args.w_hh();
+        grad_of = 1;
         break;
+      case InputSource::kParam: {
+        const int64_t index = 4 + input.param;
+        tensor = args.params[index].value_or(at::Tensor());
+        per_row = Cell::kParams[input.param].role == ParamRole::kRowInput;
+        if (!per_row) grad_of = index;
+        break;
+      }
     }
+    inputs.widths.push_back(input.source == InputSource::kParam
+                                ? Cell::kParams[input.param].blocks * hidden
+                                : tensor.defined() ? tensor.numel() : hidden);
+    inputs.tensors.push_back(tensor);
+    inputs.per_row.push_back(per_row);
+    inputs.grad_of.push_back(grad_of);
   }
   return inputs;
 }
 
 // What both directions' params share, filled from a zeroed struct.
+// `offset`: the step's first packed row, where a per-row input's rows start.
 template <typename T, typename Params>
-Params step_params(int64_t rows, int64_t hidden, const StepInputs& inputs,
+Params step_params(int64_t rows, int64_t offset, int64_t hidden, const StepInputs& inputs,
                    const std::vector<double>& scalars) {
   Params p = {};
   p.rows = rows;
   p.hidden = hidden;
   for (size_t i = 0; i < inputs.tensors.size(); ++i) {
-    p.inputs[i] = {data_or_null<T>(inputs.tensors[i]), inputs.widths[i]};
+    T* data = data_or_null<T>(inputs.tensors[i]);
+    if (data != nullptr && inputs.per_row[i]) data += offset * inputs.widths[i];
+    p.inputs[i] = {data, inputs.widths[i], inputs.per_row[i]};
   }
-  for (size_t i = 0; i < scalars.size(); ++i) p.scalars[i] = static_cast<float>(scalars[i]);
+  for (size_t i = 0; i < scalars.size(); ++i) p.scalars[i] = scalars[i];
   return p;
 }
 
@@ -226,7 +254,7 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
         if (rows == 0) continue;
         const int64_t offset = schedule.offset(t) + begin;
         if (dense) gemms.recurrent->run(h_rows, hidden_gate_rows, rows);
-        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, H, inputs,
+        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, inputs,
                                                                      args.scalars);
         p.input_gates = input_gates.data_ptr<scalar_t>() + offset * G * H;
         p.hidden_gates = hidden_gate_rows;
@@ -290,11 +318,11 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   at::Tensor h_prev = at::empty({s.rows, s.state}, options);  // h_{t-1} of every row
   std::vector<at::Tensor> grads;  // [B, width] carried dL/d state, ending as the initial's
   for (const at::Tensor& g : grad_states) grads.push_back(g.clone());
-  // Each row's part of dL/d a per-layer input that is a param of its own (w_hh without a dense
-  // recurrence), summed over the rows after the loop.
+  // Each batch row's part of dL/d a per-layer input that is a param (w_hh without a dense
+  // recurrence, a kStepParam), added to step after step and summed over the rows at the end.
   std::vector<at::Tensor> input_grads(inputs.tensors.size());
   for (size_t i = 0; i < inputs.tensors.size(); ++i) {
-    if (Cell::kInputs[i] == InputSource::kRecurrentWeight) {
+    if (inputs.grad_of[i] >= 0 && inputs.tensors[i].defined()) {
       input_grads[i] = at::zeros({s.batch, inputs.widths[i]}, options);
     }
   }
@@ -322,7 +350,7 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
         gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
                                        args.states[0].data_ptr<scalar_t>(),
                                        h_prev.data_ptr<scalar_t>(), s.state);
-        auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(rows, H, inputs,
+        auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(rows, offset, H, inputs,
                                                                       args.scalars);
         p.reserve = R > 0 ? reserve.data_ptr<scalar_t>() + offset * R * H : nullptr;
         p.continuing = continuing;
@@ -365,26 +393,28 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   LayerGrads result;
   result.input = Backend::addmm({}, grad_input_gates, args.w_ih());
   result.states = grads;
-  const at::Tensor grad_b_ih = grad_input_gates.sum(0);
-  const at::Tensor grad_b_hh = Cell::kSeparateHiddenGrad ? grad_hidden_gates.sum(0) : grad_b_ih;
-  at::Tensor grad_w_hh;
-  if (dense) {
-    grad_w_hh = Backend::addmm({}, grad_hidden_gates.t(), h_prev);
+  result.params = {Backend::addmm({}, grad_input_gates.t(), input),
+                   dense ? Backend::addmm({}, grad_hidden_gates.t(), h_prev) : at::Tensor()};
+  if constexpr (Cell::kBiasFold != BiasFold::kNone) {
+    // A folded bias adds to every row's pre-activation: its gradient is their sum.
+    const at::Tensor grad_b_ih = grad_input_gates.sum(0);
+    const at::Tensor grad_b_hh =
+        Cell::kSeparateHiddenGrad ? grad_hidden_gates.sum(0) : grad_b_ih;
+    result.params.push_back(grad_or_empty(args.b_ih(), grad_b_ih));
+    // Never the same tensor twice: an operator's results must not alias.
+    result.params.push_back(grad_or_empty(
+        args.b_hh(),
+        args.b_ih().has_value() && !Cell::kSeparateHiddenGrad ? grad_b_hh.clone() : grad_b_hh));
   }
+  // The projection's, those the steps added up, and for the rest (absent params, per-row inputs)
+  // an empty tensor.
+  result.params.resize(args.params.size());
+  if (projected) result.params[projection] = Backend::addmm({}, grad_h_rows.t(), h_unprojected);
   for (size_t i = 0; i < input_grads.size(); ++i) {
-    if (Cell::kInputs[i] == InputSource::kRecurrentWeight) grad_w_hh = input_grads[i].sum(0);
+    if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
   }
-  result.params = {Backend::addmm({}, grad_input_gates.t(), input), grad_w_hh,
-                   grad_or_empty(args.b_ih(), grad_b_ih),
-                   // Never the same tensor twice: an operator's results must not alias.
-                   grad_or_empty(args.b_hh(), args.b_ih().has_value() && !Cell::kSeparateHiddenGrad
-                                                  ? grad_b_hh.clone()
-                                                  : grad_b_hh)};
-  for (size_t i = 4; i < args.params.size(); ++i) {
-    result.params.push_back(
-        i == static_cast<size_t>(projection) && projected
-            ? Backend::addmm({}, grad_h_rows.t(), h_unprojected)
-            : at::empty({0}, options));
+  for (at::Tensor& grad : result.params) {
+    if (!grad.defined()) grad = at::empty({0}, options);
   }
   return result;
 }

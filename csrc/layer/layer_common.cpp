@@ -150,6 +150,17 @@ LayerShape check_layer_args(const std::string& op, const CellSignature& cell,
     check_tensor_arg(op, cell.states[j] + "0", args.states[j], input,
                      {shape.batch, j == 0 ? shape.state : shape.hidden});
   }
+  for (size_t i = 0; i < cell.params.size(); ++i) {
+    const ParamSpec& spec = cell.params[i];
+    const OptionalTensor& param = args.params[4 + i];
+    if (!param.has_value() || spec.role == ParamRole::kProjection) continue;
+    const int64_t width = spec.blocks * shape.hidden;
+    if (spec.role == ParamRole::kRowInput) {
+      check_tensor_arg(op, spec.name, *param, input, {rows, width});
+    } else {
+      check_tensor_arg(op, spec.name, *param, input, {width});
+    }
+  }
   return shape;
 }
 

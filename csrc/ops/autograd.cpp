@@ -148,8 +148,15 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
           saved.states, params, scalars, saved.output, saved.reserve, reverse);
       found.push_back(grad_input);
       found.insert(found.end(), grad_states.begin(), grad_states.end());
+      // A per-row input (a mask) has no gradient: layer_backward gives an empty one.
+      std::vector<ParamSpec> own;
+      visit_cell<Cells>(cell, [&](auto tag) {
+        own = cell_signature<typename decltype(tag)::type>().params;
+      });
       for (size_t i = 0; i < present.size(); ++i) {
-        if (present[i]) found.push_back(grad_params[i]);
+        if (!present[i]) continue;
+        const bool none = i >= 4 && own[i - 4].role == ParamRole::kRowInput;
+        found.push_back(none ? at::Tensor() : grad_params[i]);
       }
     }
     // In the order of forward's arguments: cell, input, batch_sizes, each state, each present

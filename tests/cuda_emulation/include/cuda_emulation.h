@@ -4,10 +4,13 @@
 // it; the include path puts them before any CUDA toolkit.
 //
 // What it models: the function qualifiers; the grid built-ins (gridDim, blockDim, blockIdx,
-// threadIdx), one set per host thread; a launch (cudaLaunchKernelEx) that runs every thread of
-// every block in turn, after the checks CUDA makes on the configuration; __half and
-// __nv_bfloat16 as bare 16-bit types with only the explicit conversions (torch's CUDA builds
-// remove the implicit ones), rounding to nearest even as the hardware does.
+// threadIdx); a launch (cudaLaunchKernelEx) that runs the blocks one after another, after the
+// checks CUDA makes on the configuration, each block's threads as fibers (ucontext) on the
+// calling thread, so that __syncthreads() is a real barrier: a fiber reaching it yields until
+// every thread of the block has, and a block whose threads do not all reach it fails; __shared__
+// variables, one per block at a time; __half and __nv_bfloat16 as bare 16-bit types with only
+// the explicit conversions (torch's CUDA builds remove the implicit ones), rounding to nearest
+// even as the hardware does.
 //
 // A test may cap the grid (set_grid_limit): the launch then runs fewer blocks than asked for,
 // which is what a grid-stride loop must survive when the work outgrows the largest grid.
@@ -17,13 +20,21 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <ucontext.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <utility>
+#include <vector>
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// The blocks of a launch run one after another on one host thread, so one copy serves them all.
+#define __shared__ static thread_local
 
 struct dim3 {
   unsigned int x, y, z;
@@ -31,7 +42,7 @@ struct dim3 {
       : x(x_), y(y_), z(z_) {}
 };
 
-// One set per host thread, as each CUDA thread has its own.
+// Per host thread; the launch sets them for each fiber it resumes.
 inline thread_local dim3 gridDim, blockDim, blockIdx, threadIdx;
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9 };
@@ -60,7 +71,72 @@ inline unsigned int& grid_limit() {
   return limit;
 }
 
+// The threads of the block being run, as fibers resumed in turn by the launch (the scheduler).
+struct Block {
+  struct Fiber {
+    ucontext_t context;
+    std::vector<char> stack;
+    bool finished;
+  };
+  ucontext_t scheduler;
+  std::vector<Fiber> fibers;
+  unsigned int current;
+  const std::function<void()>* body;
+};
+
+inline thread_local Block* running_block = nullptr;
+
+inline void fiber_main() {
+  Block& block = *running_block;
+  (*block.body)();
+  block.fibers[block.current].finished = true;
+  // Returning resumes uc_link, the scheduler.
+}
+
+// Runs body() as every thread of a block of `threads`, round after round: each round resumes the
+// fibers still running, each runs to its next __syncthreads() or its end.
+inline void run_block(unsigned int threads, const std::function<void()>& body) {
+  constexpr size_t kStackBytes = 64 * 1024;
+  static thread_local Block block;
+  block.fibers.resize(threads);
+  block.body = &body;
+  for (Block::Fiber& fiber : block.fibers) {
+    fiber.stack.resize(kStackBytes);
+    fiber.finished = false;
+    getcontext(&fiber.context);
+    fiber.context.uc_stack.ss_sp = fiber.stack.data();
+    fiber.context.uc_stack.ss_size = fiber.stack.size();
+    fiber.context.uc_link = &block.scheduler;
+    makecontext(&fiber.context, fiber_main, 0);
+  }
+  running_block = &block;
+  for (bool running = true; running;) {
+    unsigned int finished = 0;
+    for (unsigned int t = 0; t < threads; ++t) {
+      if (block.fibers[t].finished) continue;
+      block.current = t;
+      threadIdx = dim3(t);
+      swapcontext(&block.scheduler, &block.fibers[t].context);
+      finished += block.fibers[t].finished ? 1 : 0;
+    }
+    unsigned int waiting = 0;
+    for (const Block::Fiber& fiber : block.fibers) waiting += fiber.finished ? 0 : 1;
+    if (waiting > 0 && finished > 0) {
+      std::fprintf(stderr, "cuda_emulation: %u threads of block %u wait at __syncthreads() "
+                   "that %u others never reach\n", waiting, blockIdx.x, finished);
+      std::abort();
+    }
+    running = waiting > 0;
+  }
+  running_block = nullptr;
+}
+
 }  // namespace rnnkernels_emulation
+
+inline void __syncthreads() {
+  rnnkernels_emulation::Block& block = *rnnkernels_emulation::running_block;
+  swapcontext(&block.fibers[block.current].context, &block.scheduler);
+}
 
 inline void set_grid_limit(unsigned int blocks) { rnnkernels_emulation::grid_limit() = blocks; }
 
@@ -70,7 +146,7 @@ inline cudaError_t cudaGetLastError() {
   return error;
 }
 
-// Runs kernel(args...) on every thread of the grid, one after another. The arguments are
+// Runs kernel(args...) on every thread of the grid, block after block. The arguments are
 // converted to the kernel's parameter types once, as a launch copies them to the device.
 template <typename... ExpTypes, typename... ActTypes>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(ExpTypes...),
@@ -87,12 +163,10 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(
   gridDim = dim3(blocks);
   blockDim = block;
   [&](ExpTypes... copied) {
+    const std::function<void()> body = [&] { kernel(copied...); };
     for (unsigned int b = 0; b < blocks; ++b) {
       blockIdx = dim3(b);
-      for (unsigned int t = 0; t < block.x; ++t) {
-        threadIdx = dim3(t);
-        kernel(copied...);
-      }
+      rnnkernels_emulation::run_block(block.x, body);
     }
   }(std::forward<ActTypes>(args)...);
   return cudaSuccess;
