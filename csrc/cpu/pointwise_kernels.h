@@ -90,8 +90,8 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
 
 // Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. The chunks are
 // independent, so they split across threads, by rows and within rows (a batch of one still
-// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread
-// (about a microsecond): a chunk is a few dozen flops per lane.
+// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread: a
+// chunk is a few dozen flops per lane.
 template <typename T, typename Body>
 void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
   constexpr int64_t width = Lanes<T>::width;
