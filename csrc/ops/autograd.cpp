@@ -29,7 +29,7 @@ using torch::autograd::variable_list;
 struct Saved {
   at::Tensor input, batch_sizes, output, reserve;
   std::vector<at::Tensor> states;
-  std::vector<at::Tensor> params;  // the present ones, in order
+  std::vector<at::Tensor> params;  // every param of the schema, undefined where absent
 
   void save(AutogradContext* ctx) const {
     variable_list all{input, batch_sizes, output, reserve};
@@ -47,17 +47,16 @@ struct Saved {
     s.params.assign(all.begin() + 4 + states, all.end());
     return s;
   }
-};
 
-// The schema's params (None where absent) from the present ones and which are present.
-c10::List<OptionalTensor> with_absent(at::TensorList present, const std::vector<bool>& mask) {
-  c10::List<OptionalTensor> params;
-  size_t next = 0;
-  for (const bool here : mask) {
-    params.push_back(here ? OptionalTensor(present[next++]) : std::nullopt);
+  // The params as the schema takes them, None where absent.
+  c10::List<OptionalTensor> param_list() const {
+    c10::List<OptionalTensor> list;
+    for (const at::Tensor& param : params) {
+      list.push_back(param.defined() ? OptionalTensor(param) : std::nullopt);
+    }
+    return list;
   }
-  return params;
-}
+};
 
 // The gradient that came for an output, or zeros where none did (set_materialize_grads(false):
 // the reserve never gets one allocated).
@@ -93,25 +92,25 @@ variable_list differentiable_grads(c10::string_view cell, const LayerArgs& args,
 }
 
 struct LayerFunction : torch::autograd::Function<LayerFunction> {
-  // present_params: the params that came, which `present` places among the schema's.
+  // present: the params that came, as autograd's inputs; params: all of them, as the schema's.
   static variable_list forward(AutogradContext* ctx, c10::string_view cell,
                                const at::Tensor& input, const at::Tensor& batch_sizes,
-                               at::TensorList states, at::TensorList present_params,
-                               const std::vector<bool>& present, at::ArrayRef<double> scalars,
-                               bool reverse, bool train) {
+                               at::TensorList states, at::TensorList present,
+                               const c10::List<OptionalTensor>& params,
+                               at::ArrayRef<double> scalars, bool reverse, bool train) {
     std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> out;
     {
       const at::AutoDispatchBelowADInplaceOrView below_autograd;
-      out = ops::layer(cell, input, batch_sizes, states, with_absent(present_params, present),
-                       scalars, reverse, train);
+      out = ops::layer(cell, input, batch_sizes, states, params, scalars, reverse, train);
     }
     auto& [output, finals, reserve] = out;
     ctx->mark_non_differentiable({reserve});
     ctx->set_materialize_grads(false);
-    Saved{input, batch_sizes, output, reserve, states.vec(), present_params.vec()}.save(ctx);
+    Saved saved{input, batch_sizes, output, reserve, states.vec(), {}};
+    for (const OptionalTensor param : params) saved.params.push_back(param.value_or(at::Tensor()));
+    saved.save(ctx);
     ctx->saved_data["cell"] = std::string(cell);
-    ctx->saved_data["present"] = std::vector<int64_t>(present.begin(), present.end());
-    ctx->saved_data["scalars"] = scalars.vec();
+    if (!scalars.empty()) ctx->saved_data["scalars"] = scalars.vec();
     ctx->saved_data["reverse"] = reverse;
     variable_list result{output};
     result.insert(result.end(), finals.begin(), finals.end());
@@ -123,11 +122,11 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const Saved saved = Saved::restore(ctx);
     const std::string cell = ctx->saved_data["cell"].toStringRef();
-    const std::vector<int64_t> present_flags = ctx->saved_data["present"].toIntVector();
-    const std::vector<bool> present(present_flags.begin(), present_flags.end());
-    const std::vector<double> scalars = ctx->saved_data["scalars"].toDoubleVector();
+    const std::vector<double> scalars = ctx->saved_data.count("scalars") > 0
+                                            ? ctx->saved_data["scalars"].toDoubleVector()
+                                            : std::vector<double>();
     const bool reverse = ctx->saved_data["reverse"].toBool();
-    const c10::List<OptionalTensor> params = with_absent(saved.params, present);
+    const c10::List<OptionalTensor> params = saved.param_list();
 
     variable_list grads{grad_or_zeros(grad_outputs[0], saved.output)};
     for (size_t j = 0; j < saved.states.size(); ++j) {
@@ -136,32 +135,36 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
     // The gradients of the differentiable inputs: input, the states, the present params.
     variable_list wrt{saved.input};
     wrt.insert(wrt.end(), saved.states.begin(), saved.states.end());
-    wrt.insert(wrt.end(), saved.params.begin(), saved.params.end());
+    for (const at::Tensor& param : saved.params) {
+      if (param.defined()) wrt.push_back(param);
+    }
     variable_list found;
     if (at::GradMode::is_enabled()) {
       found = differentiable_grads(
           cell, layer_args(saved.input, saved.batch_sizes, saved.states, params, scalars, reverse),
           grads, wrt);
     } else {
+      // layer_backward has no autograd kernel of its own: skipping that key spares its boxed
+      // fallback, a cost on every call of a small layer.
+      const at::AutoDispatchBelowADInplaceOrView below_autograd;
       auto [grad_input, grad_states, grad_params] = ops::layer_backward(
           cell, grads[0], at::TensorList(grads).slice(1), saved.input, saved.batch_sizes,
           saved.states, params, scalars, saved.output, saved.reserve, reverse);
       found.push_back(grad_input);
       found.insert(found.end(), grad_states.begin(), grad_states.end());
       // A per-row input (a mask) has no gradient: layer_backward gives an empty one.
-      std::vector<ParamSpec> own;
       visit_cell<Cells>(cell, [&](auto tag) {
-        own = cell_signature<typename decltype(tag)::type>().params;
+        const std::vector<ParamSpec>& own = cell_signature<typename decltype(tag)::type>().params;
+        for (size_t i = 0; i < saved.params.size(); ++i) {
+          if (!saved.params[i].defined()) continue;
+          const bool none = i >= 4 && own[i - 4].role == ParamRole::kRowInput;
+          found.push_back(none ? at::Tensor() : grad_params[i]);
+        }
       });
-      for (size_t i = 0; i < present.size(); ++i) {
-        if (!present[i]) continue;
-        const bool none = i >= 4 && own[i - 4].role == ParamRole::kRowInput;
-        found.push_back(none ? at::Tensor() : grad_params[i]);
-      }
     }
     // In the order of forward's arguments: cell, input, batch_sizes, each state, each present
-    // param, present, scalars, reverse, train; none for the arguments that are no tensors and
-    // for batch_sizes.
+    // param, params, scalars, reverse, train; none for the arguments that are no tensors and for
+    // batch_sizes.
     variable_list result{at::Tensor(), found[0], at::Tensor()};
     result.insert(result.end(), found.begin() + 1, found.end());
     result.resize(result.size() + 4);
@@ -169,34 +172,52 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
   }
 };
 
+bool requires_grad(const at::Tensor& t) { return t.defined() && t.requires_grad(); }
+
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> layer_autograd(
     c10::string_view cell, const at::Tensor& input, const at::Tensor& batch_sizes,
     at::TensorList states, const c10::List<OptionalTensor>& params, at::ArrayRef<double> scalars,
     bool reverse, bool train) {
-  // Autograd's bookkeeping fails on an undefined tensor before the kernel's checks would name
-  // it: check those first, naming them as the kernel would.
-  const LayerArgs args = layer_args(input, batch_sizes, states, params, scalars, reverse);
-  visit_cell<Cells>(cell, [&](auto tag) {
-    const CellSignature& signature = cell_signature<typename decltype(tag)::type>();
-    const std::string& op = signature.forward_op;
-    check_defined(op, "input", input);
-    check_defined(op, "batch_sizes", batch_sizes);
-    for (size_t j = 0; j < states.size() && j < signature.states.size(); ++j) {
-      check_defined(op, signature.states[j] + "0", states[j]);
-    }
-    for (size_t i = 0; i < 2 && i < args.params.size(); ++i) {
-      check_defined(op, signature.param_name(i), args.params[i].value_or(at::Tensor()));
-    }
-  });
-  std::vector<at::Tensor> present_params;
-  std::vector<bool> present;
-  for (const OptionalTensor& param : args.params) {
-    present.push_back(param.has_value());
-    if (param.has_value()) present_params.push_back(*param);
+  const bool grad_mode = at::GradMode::is_enabled();
+  std::vector<at::Tensor> present;
+  bool defined = input.defined() && batch_sizes.defined();
+  bool wanted = grad_mode && requires_grad(input);
+  for (const at::Tensor& state : states) {
+    defined = defined && state.defined();
+    wanted = wanted || (grad_mode && requires_grad(state));
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const OptionalTensor param = params[i];
+    const bool here = param.has_value() && param->defined();
+    if (i < 2) defined = defined && here;
+    if (!here) continue;
+    present.push_back(*param);
+    wanted = wanted || (grad_mode && requires_grad(*param));
+  }
+  if (!defined) {
+    // Autograd's bookkeeping fails on an undefined tensor before the kernel's checks would name
+    // it: name it as the kernel would.
+    visit_cell<Cells>(cell, [&](auto tag) {
+      const CellSignature& signature = cell_signature<typename decltype(tag)::type>();
+      const std::string& op = signature.forward_op;
+      check_defined(op, "input", input);
+      check_defined(op, "batch_sizes", batch_sizes);
+      for (size_t j = 0; j < states.size() && j < signature.states.size(); ++j) {
+        check_defined(op, signature.states[j] + "0", states[j]);
+      }
+      for (size_t i = 0; i < 2 && i < params.size(); ++i) {
+        check_defined(op, signature.param_name(i), params[i].value_or(at::Tensor()));
+      }
+    });
+  }
+  if (!wanted) {
+    // Nothing to differentiate: no graph node, nothing saved.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return ops::layer(cell, input, batch_sizes, states, params, scalars, reverse, train);
   }
   variable_list out = LayerFunction::apply(cell, input, batch_sizes, states,
-                                           at::TensorList(present_params), present, scalars,
-                                           reverse, train);
+                                           at::TensorList(present), params, scalars, reverse,
+                                           train);
   const at::Tensor reserve = out.back();
   std::vector<at::Tensor> finals(out.begin() + 1, out.end() - 1);
   return {out[0], finals, reserve};
