@@ -1,4 +1,4 @@
-// What the CUDA pointwise drivers (pointwise.cu) share: the compute type, loads and stores that
+// What the CUDA pointwise drivers (pointwise.cuh) share: the compute type, loads and stores that
 // convert to it, the element loop, and the one place that turns a problem size into a grid.
 // Torch-free; for .cu files only.
 #pragma once

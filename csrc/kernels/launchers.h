@@ -1,4 +1,4 @@
-// The launch helpers of the CUDA pointwise drivers (pointwise.cu), declared for the torch side
+// The launch helpers of the CUDA pointwise drivers (pointwise.cuh), declared for the torch side
 // (csrc/cuda/backend.h).
 //
 // Torch-free. Each runs one step of one cell (traits.h) with its params by value (params.h

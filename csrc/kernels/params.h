@@ -1,7 +1,7 @@
 // Plain-data parameters of one pointwise step, the same structs for every cell and both backends.
 //
 // Torch-free, shared by the CPU driver (csrc/cpu/pointwise_kernels.h) and the CUDA kernels
-// (pointwise.cu); filled in one place, from a zeroed struct (csrc/layer/layer.h). A step covers
+// (pointwise.cuh); filled in one place, from a zeroed struct (csrc/layer/layer.h). A step covers
 // `rows` rows, all contiguous, row-major; H is `hidden`, G the cell's gate count, R its reserve
 // slots (traits.h); widths are in elements. Pointers marked "or nullptr" are optional; what a
 // cell leaves unused stays nullptr.

@@ -1,5 +1,5 @@
 // Cell traits: everything the step loops (csrc/layer/layer.h), the pointwise drivers (CPU:
-// csrc/cpu/pointwise_kernels.h; CUDA: pointwise.cu) and the differentiable recomputation
+// csrc/cpu/pointwise_kernels.h; CUDA: pointwise.cuh) and the differentiable recomputation
 // (csrc/layer/differentiable.h) know about a cell, and its element functions, which read and
 // write one step through an accessor (step.h) and call the math of cells.h. docs/DESIGN.md
 // ("Cell traits") explains every member; "Adding a cell" walks through one.
