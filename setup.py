@@ -87,14 +87,18 @@ def find_onednn():
 # OpenMP: ATen's CPU threads are OpenMP's, and csrc/cpu/backend.h sets what regions nested in
 # its own per-thread work get.
 cxx_flags = ["-O3", "-fopenmp"]
-common = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
+common = (sources("csrc/*.cpp") + sources("csrc/ops/*.cpp") + sources("csrc/layer/*.cpp")
+          + sources("csrc/cpu/*.cpp"))
 onednn = find_onednn()
 # What csrc/build_info.cpp reports, as bare tokens (it stringifies them).
 macros = [("RNNKERNELS_BUILT_WITH_TORCH", torch.__version__)]
-extension_options = {"extra_link_args": ["-fopenmp"], "define_macros": macros}
+# include/: the public header (rnnkernels/ops.h), which the library calls its operators through.
+include_dirs = [os.path.join(ROOT, "include")]
+extension_options = {"extra_link_args": ["-fopenmp"], "define_macros": macros,
+                     "include_dirs": include_dirs}
 if onednn:
+    include_dirs.append(os.path.join(onednn, "include"))
     extension_options.update(
-        include_dirs=[os.path.join(onednn, "include")],
         library_dirs=[os.path.join(onednn, "lib")],
         libraries=["dnnl"],
         runtime_library_dirs=[os.path.join(onednn, "lib")],

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The CUDA checks that need no GPU (DESIGN.md, "CUDA without a GPU here"):
-#   1. nvcc compiles every csrc/kernels/*.cu for sm_80 and sm_90, warnings as errors;
+# The CUDA checks that need no GPU (docs/DESIGN.md, "CUDA without a GPU"):
+#   1. nvcc compiles every csrc/kernels/*.cu, and the tests' cell, for sm_80 and sm_90, warnings
+#      as errors;
 #   2. the full CUDA extension builds against a CUDA build of torch, in a venv of its own (the
 #      project's .venv keeps its CPU torch), and installs;
-#   3. the installed package imports and registers a CPU and a CUDA kernel for every operator.
+#   3. the installed package imports and registers CPU and CUDA kernels for the generic layer
+#      operators (every other operator is a composite of them).
 # Usage, from anywhere: bash .ci/cuda.sh. Exits non-zero on the first failure.
 #   CUDA_HOME             the toolkit (default /usr/local/cuda-13.0; the nvcc on PATH is a
 #                         wrapper script, from which torch would guess a wrong CUDA_HOME)
@@ -30,11 +32,13 @@ step_done() {
 }
 
 echo "cuda.sh: compiling csrc/kernels/*.cu with $CUDA_HOME/bin/nvcc"
-for kernel in csrc/kernels/*.cu; do
+# The tests' cell too (tests/cuda_emulation/test_cells.h): the only row-wise cell so far, so the
+# only code that instantiates the row-wise kernels.
+for kernel in csrc/kernels/*.cu tests/cuda_emulation/test_cells_cu.cpp; do
   # Plain nvcc, no torch flags: the kernels must stay torch-free and warning-free on their own.
   "$CUDA_HOME/bin/nvcc" -std=c++17 -Werror all-warnings --threads 2 \
     -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
-    -c "$kernel" -o "$SCRATCH/$(basename "$kernel").o"
+    -I csrc -I tests/cuda_emulation -x cu -c "$kernel" -o "$SCRATCH/$(basename "$kernel").o"
 done
 step_done "kernel compile (sm_80, sm_90)"
 
@@ -79,8 +83,8 @@ package = os.path.realpath(os.path.dirname(rnnkernels.__file__))
 assert not package.startswith(repo + os.sep), f"imported the source tree at {package}"
 print(f"cuda.sh: imported rnnkernels from {package} with torch {torch.__version__}")
 
-operators = ["lstm_layer", "gru_layer", "rnn_layer"]
-operators += [op + "_backward" for op in operators]
+# The generic layer operators have the device kernels; every other operator is a composite of them.
+operators = ["layer", "layer_backward"]
 missing = [
     f"rnnkernels::{op} ({key})"
     for op in operators

@@ -1,26 +1,36 @@
 // The Python extension module rnnkernels._C. Importing it loads this library and so runs the
-// operator registrations (csrc/ops.cpp, csrc/autograd.cpp, csrc/cpu/, csrc/cuda/); its functions
-// report the build (csrc/build_info.h) and install the reference backward hook
-// (csrc/autograd.h). The LibTorch build (CMakeLists.txt) leaves this file out.
+// operator registrations (csrc/ops/, csrc/cpu/, csrc/cuda/); its functions report the build
+// (csrc/build_info.h) and the cells' signatures, which the fake kernels read (rnnkernels/_ops.py).
+// The LibTorch build (CMakeLists.txt) leaves this file out.
 #include <torch/extension.h>
 
-#include "autograd.h"
 #include "build_info.h"
+#include "kernels/cell_list.h"
+#include "layer/layer_common.h"
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C, m) {
   m.def("_build_info", &rnnkernels::build_info);
-  m.def("_set_reference_backward", [](py::function function) {
-    // Kept for the life of the process: the hook may run until the interpreter exits.
-    auto* held = new py::function(std::move(function));
-    rnnkernels::set_reference_backward(
-        [held](const std::string& op, const std::vector<std::optional<at::Tensor>>& inputs,
-               const std::vector<at::Tensor>& grads, bool reverse,
-               const std::string& nonlinearity) {
-          const py::gil_scoped_acquire gil;
-          return (*held)(op, inputs, grads, reverse, nonlinearity)
-              .cast<std::vector<std::optional<at::Tensor>>>();
-        });
+  m.def("_cells", [] {
+    py::list cells;
+    rnnkernels::Cells::visit_all([&](auto tag) {
+      const rnnkernels::CellSignature& cell =
+          rnnkernels::cell_signature<typename decltype(tag)::type>();
+      py::list params;
+      for (size_t i = 0; i < 4 + cell.params.size(); ++i) params.append(cell.param_name(i));
+      py::dict info;
+      info["name"] = cell.name;
+      info["forward_op"] = cell.forward_op;
+      info["backward_op"] = cell.backward_op;
+      info["gates"] = cell.gates;
+      info["states"] = cell.states;
+      info["params"] = params;
+      info["projection"] = cell.param_index(rnnkernels::ParamRole::kProjection);
+      info["reserve"] = cell.reserve;
+      info["scalars"] = cell.scalars;
+      cells.append(info);
+    });
+    return cells;
   });
 }

@@ -1,17 +1,16 @@
-"""The rnnkernels:: operators: loads the compiled library (which defines them and their CPU/CUDA
-kernels, csrc/ops.cpp, and their autograd, csrc/autograd.cpp), registers their fake kernels (for
-torch.compile and torch.export) and installs the hook that makes create_graph=True backwards
-differentiable.
+"""The rnnkernels:: operators: loads the compiled library (which defines them, csrc/ops/ops.cpp,
+their CPU/CUDA kernels and their autograd, double backward included, csrc/ops/autograd.cpp) and
+registers the fake kernels of the generic layer operators (for torch.compile and torch.export);
+every other operator is a composite of those.
 
-Shapes (see csrc/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]``, ``h0 [B, P]``,
-``c0 [B, H]``, ``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh [G*H]``, ``w_hr [P, H]``.
+Shapes (see csrc/ops/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]``, states
+``h0 [B, P]``, ``c0 [B, H]``; params ``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh
+[G*H]``, then the cell's own (``w_hr [P, H]``).
 """
 
 import warnings
 
 import torch
-
-from . import reference
 
 try:
     from . import _C  # importing it registers the operators
@@ -43,24 +42,16 @@ def warn_if_slow_build(info):
 warn_if_slow_build(BUILD_INFO)
 
 
-def _reference_grads(forward, inputs, outputs_grads):
-    """Gradients of ``forward(*inputs)`` computed through the reference with a graph, so that
-    they can be differentiated again (create_graph=True). None for inputs that are None or do not
-    require grad."""
-    wanted = [i for i, x in enumerate(inputs) if x is not None and x.requires_grad]
-    with torch.enable_grad():
-        outputs = forward(*inputs)
-        grads = torch.autograd.grad(
-            outputs,
-            [inputs[i] for i in wanted],
-            outputs_grads,
-            create_graph=True,
-            allow_unused=True,
-        )
-    result = [None] * len(inputs)
-    for i, grad in zip(wanted, grads):
-        result[i] = grad
-    return result
+# The cells' signatures (csrc/layer/layer_common.h, CellSignature): gates, states, params and
+# reserve width by cell name.
+CELLS = {cell["name"]: cell for cell in _C._cells()}
+
+
+def _cell(name):
+    if name not in CELLS:
+        known = ", ".join(f"'{n}'" for n in CELLS)
+        raise RuntimeError(f"rnnkernels: unknown cell '{name}', expected one of {known}")
+    return CELLS[name]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,113 +62,50 @@ def _reference_grads(forward, inputs, outputs_grads):
 # or a meta argument would get uninitialised CPU tensors back instead of an error.
 
 
-def _check_devices(op, input, batch_sizes, **tensors):
-    """The real kernels' device checks (csrc/layer_common.cpp): ``batch_sizes`` on the CPU,
-    every other tensor (None allowed) on the device of ``input``."""
+def _check_devices(op, input, batch_sizes, tensors):
+    """The real kernels' device checks (csrc/layer/layer_common.cpp): ``batch_sizes`` on the
+    CPU, every other tensor (name -> tensor or None) on the device of ``input``."""
     if batch_sizes.device.type != "cpu":
         raise RuntimeError(f"{op}: expected batch_sizes on the CPU (as in PackedSequence), got "
                            f"{batch_sizes.device}")
-    for name, tensor in tensors.items():
+    for name, tensor in tensors:
         if tensor is not None and tensor.device != input.device:
             raise RuntimeError(f"{op}: expected {name} on device {input.device} (the device of "
                                f"input), got {tensor.device}")
 
 
-@torch.library.register_fake("rnnkernels::lstm_layer")
-def _lstm_layer_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, train):
-    _check_devices("lstm_layer", input, batch_sizes, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
-                   b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
-    hidden = w_hh.shape[0] // 4
-    state = w_hr.shape[0] if w_hr is not None else hidden
+def _named(cell, states, params):
+    """(name, tensor) of the initial states (``h0``, ``c0``) and the params, as messages name
+    them."""
+    names = [f"{state}0" for state in cell["states"]]
+    return [*zip(names, states), *zip(cell["params"], params)]
+
+
+@torch.library.register_fake("rnnkernels::layer")
+def _layer_fake(cell, input, batch_sizes, states, params, scalars, reverse, train):
+    info = _cell(cell)
+    _check_devices(info["forward_op"], input, batch_sizes, _named(info, states, params))
+    hidden = params[1].shape[0] // info["gates"]
+    projection = info["projection"]
+    projected = projection >= 0 and params[projection] is not None
     rows = input.shape[0]
+    reserve = (input.new_empty((rows if train else 0, info["reserve"] * hidden))
+               if info["reserve"] else input.new_empty((0,)))
+    output = input.new_empty((rows, params[projection].shape[0] if projected else hidden))
+    return output, [s.new_empty(s.shape) for s in states], reserve
+
+
+@torch.library.register_fake("rnnkernels::layer_backward")
+def _layer_backward_fake(cell, grad_output, grad_finals, input, batch_sizes, states, params,
+                         scalars, output, reserve, reverse):
+    info = _cell(cell)
+    grads = [("grad_output", grad_output)]
+    grads += [(f"grad_{state}_n", g) for state, g in zip(info["states"], grad_finals)]
+    _check_devices(info["backward_op"], input, batch_sizes,
+                   [*grads, *_named(info, states, params), ("output", output),
+                    ("reserve", reserve)])
     return (
-        input.new_empty((rows, state)),
-        h0.new_empty(h0.shape),
-        c0.new_empty(c0.shape),
-        input.new_empty((rows if train else 0, 5 * hidden)),
+        input.new_empty(input.shape),
+        [s.new_empty(s.shape) for s in states],
+        [p.new_empty(p.shape) if p is not None else input.new_empty((0,)) for p in params],
     )
-
-
-@torch.library.register_fake("rnnkernels::lstm_layer_backward")
-def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, c0, w_ih,
-                              w_hh, b_ih, b_hh, w_hr, output, reserve, reverse):
-    _check_devices("lstm_layer_backward", input, batch_sizes, grad_output=grad_output,
-                   grad_h_n=grad_h_n, grad_c_n=grad_c_n, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh,
-                   b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, output=output, reserve=reserve)
-    return tuple(
-        t.new_empty(t.shape) if t is not None else input.new_empty((0,))
-        for t in (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    )
-
-
-@torch.library.register_fake("rnnkernels::gru_layer")
-def _gru_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, reverse, train):
-    _check_devices("gru_layer", input, batch_sizes, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
-                   b_hh=b_hh)
-    hidden = w_hh.shape[0] // 3
-    rows = input.shape[0]
-    return (
-        input.new_empty((rows, hidden)),
-        h0.new_empty(h0.shape),
-        input.new_empty((rows if train else 0, 4 * hidden)),
-    )
-
-
-@torch.library.register_fake("rnnkernels::gru_layer_backward")
-def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih,
-                             b_hh, output, reserve, reverse):
-    _check_devices("gru_layer_backward", input, batch_sizes, grad_output=grad_output,
-                   grad_h_n=grad_h_n, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                   output=output, reserve=reserve)
-    return tuple(
-        t.new_empty(t.shape) if t is not None else input.new_empty((0,))
-        for t in (input, h0, w_ih, w_hh, b_ih, b_hh)
-    )
-
-
-@torch.library.register_fake("rnnkernels::rnn_layer")
-def _rnn_layer_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity, reverse, train):
-    _check_devices("rnn_layer", input, batch_sizes, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih,
-                   b_hh=b_hh)
-    return (
-        input.new_empty((input.shape[0], w_hh.shape[0])),
-        h0.new_empty(h0.shape),
-        input.new_empty((0,)),
-    )
-
-
-@torch.library.register_fake("rnnkernels::rnn_layer_backward")
-def _rnn_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, w_ih, w_hh, b_ih,
-                             b_hh, nonlinearity, output, reverse):
-    _check_devices("rnn_layer_backward", input, batch_sizes, grad_output=grad_output,
-                   grad_h_n=grad_h_n, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh,
-                   output=output)
-    return tuple(
-        t.new_empty(t.shape) if t is not None else input.new_empty((0,))
-        for t in (input, h0, w_ih, w_hh, b_ih, b_hh)
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Autograd is registered in C++ (csrc/autograd.cpp). A backward with grad mode on
-# (create_graph=True) needs gradients that are differentiable themselves: the C++ autograd asks
-# this hook for them, and it recomputes them through the reference.
-
-
-def _reference_backward(op, inputs, grads, reverse, nonlinearity):
-    """Differentiable gradients of ``op``'s inputs (all but ``batch_sizes``; None for absent or
-    non-differentiable ones) given those of its outputs; arguments as in csrc/autograd.h."""
-    input, batch_sizes, *params = inputs
-    if op == "lstm_layer":
-        def forward(x, h, c, wi, wh, bi, bh, wr):
-            return reference.lstm_layer(x, batch_sizes, h, c, wi, wh, bi, bh, wr, reverse)
-    elif op == "gru_layer":
-        def forward(x, h, wi, wh, bi, bh):
-            return reference.gru_layer(x, batch_sizes, h, wi, wh, bi, bh, reverse)
-    else:
-        def forward(x, h, wi, wh, bi, bh):
-            return reference.rnn_layer(x, batch_sizes, h, wi, wh, bi, bh, nonlinearity, reverse)
-    return _reference_grads(forward, [input, *params], tuple(grads))
-
-
-_C._set_reference_backward(_reference_backward)

@@ -1,7 +1,7 @@
-"""The multi-layer operators ``torch.ops.rnnkernels.lstm``, ``gru`` and ``rnn`` (csrc/stacked.cpp)
-against torch.nn's own (``torch._VF.lstm`` & co., the functions torch.nn's modules call), plus
-float64 gradcheck, torch.library.opcheck and their argument errors. The layer operators under
-them are tested in test_ops.py; the modules over them in test_modules.py."""
+"""The multi-layer operators ``torch.ops.rnnkernels.lstm``, ``gru`` and ``rnn``
+(csrc/ops/stacked.cpp) against torch.nn's own (``torch._VF.lstm`` & co., the functions torch.nn's
+modules call), plus float64 gradcheck, torch.library.opcheck and their argument errors. The
+layer operators under them are tested in test_ops.py; the modules over them in test_modules.py."""
 
 import pytest
 import torch

@@ -1,6 +1,7 @@
-// CPU backend of csrc/layers.h: the fused pointwise step of every cell (pointwise.cpp, vectorised
-// per instruction set) and the GEMMs: oneDNN's matmul for float32 when the build found oneDNN
-// (onednn_gemm.h), ATen's (MKL) otherwise and for the other dtypes.
+// CPU backend of the step loops (csrc/layer/layer.h): the pointwise step of every cell
+// (pointwise.cpp, vectorised per instruction set), the GEMMs (oneDNN's matmul for float32 when
+// the build found oneDNN, onednn_gemm.h; ATen's, MKL, otherwise and for the other dtypes) and
+// the threading: how many batch slices run at once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -14,8 +15,9 @@
 #include <omp.h>
 #endif
 
-#include "../aten_gemm.h"
 #include "../kernels/params.h"
+#include "../layer/aten_gemm.h"
+#include "../layer/layer.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
 #include <optional>
@@ -31,12 +33,12 @@ struct CPURecurrentGemm {
 };
 
 #ifdef RNNKERNELS_WITH_ONEDNN
-// Below about 2^18 multiply-adds in all, a matmul primitive's per-call cost (primitive lookup,
-// memory objects) outweighs its faster kernel: measured on (1, 1, 64) layers. dnnl_sgemm, with
-// no per-call set-up, takes those.
+// Below 2^18 multiply-adds in all, a matmul primitive's per-call cost (primitive lookup, memory
+// objects) outweighs its faster kernel; dnnl_sgemm, with no per-call set-up, takes those
+// (docs/DESIGN.md, "CPU backend", has the measurements behind this and the next threshold).
 constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
 // With one or two rows a step is a matrix-vector product, which dnnl_sgemm runs as fast as a
-// matmul primitive with a prepacked weight (measured 1x128x512, 2x64x256), minus the packing.
+// matmul primitive with a prepacked weight, minus the packing.
 constexpr int64_t kMaxSmallGemmRows = 2;
 
 // float32's per-step GEMM: a oneDNN matmul primitive, or dnnl_sgemm for a recurrence too small
@@ -72,12 +74,11 @@ struct CPURecurrentGemm<float> {
 #endif
 
 struct CPUBackend {
-  template <typename T> static void lstm_forward(const LSTMForwardParams<T>& p);
-  template <typename T> static void lstm_backward(const LSTMBackwardParams<T>& p);
-  template <typename T> static void gru_forward(const GRUForwardParams<T>& p);
-  template <typename T> static void gru_backward(const GRUBackwardParams<T>& p);
-  template <typename T, bool Relu> static void rnn_forward(const RNNForwardParams<T>& p);
-  template <typename T, bool Relu> static void rnn_backward(const RNNBackwardParams<T>& p);
+  // Instantiated for every cell of the list (csrc/kernels/cell_list.h) in pointwise.cpp.
+  template <typename Cell, typename T>
+  static void forward(const StepForwardParams<T>& p);
+  template <typename Cell, typename T>
+  static void backward(const StepBackwardParams<T>& p);
 
   template <typename T>
   static void copy(T* dst, const T* src, int64_t count) {
@@ -97,17 +98,20 @@ struct CPUBackend {
     return aten_addmm(bias, a, b);
   }
 
-  // One slice per thread, each walking every step of its rows alone: the per-step GEMMs and
-  // pointwise passes then run single-threaded, with no barrier per step. Splitting each step's
-  // GEMM across threads instead costs two synchronisations a step, which dominate small steps,
-  // but lets each thread keep its part of the weight in cache, which wins for large steps
-  // (lstm_layer's forward on 2 threads: (200, 4, 64) about twice as fast sliced, (200, 16, 1024)
-  // about 15% faster unsliced; the backward operators' steps, the same GEMM transposed, follow
-  // the same rule: gru_layer_backward at (200, 16, 1024) about 15% faster unsliced, and neither
-  // way clearly ahead at the grid's mid shapes). A batch of one stays whole.
+  // The CPU's threading, from the step's size: one slice per thread, each walking every step of
+  // its rows alone, so that the per-step GEMMs and pointwise passes run single-threaded, with no
+  // barrier per step. Splitting each step's GEMM across threads instead costs two
+  // synchronisations a step, which dominate small steps, but lets each thread keep its part of
+  // the weight in cache, which wins for large steps: so a step of 2^22 multiply-adds or more
+  // stays whole (docs/DESIGN.md, "CPU backend"), and so does a batch of one.
   template <typename F>
-  static void for_each_batch_slice(int64_t batch, int64_t step_macs, const F& body) {
+  static void for_each_batch_slice(const StepProblem& problem, const F& body) {
     constexpr int64_t kMaxSlicedStepMacs = int64_t{1} << 22;
+    const int64_t batch = problem.batch;
+    // Multiply-adds of one step's recurrent GEMM over the whole batch (the forward's and the
+    // backward's, whose GEMM has the transposed shape).
+    const int64_t step_macs =
+        problem.dense ? problem.batch * problem.gate_width * problem.state_width : 0;
     int64_t slices =
         at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
     if (step_macs >= kMaxSlicedStepMacs) slices = 1;
@@ -122,7 +126,7 @@ struct CPUBackend {
 #ifdef _OPENMP
       // Regions nested in this one get a single thread anyway. Saying so (this thread's own
       // setting, for the rest of this region) lets oneDNN plan its GEMMs for one thread and run
-      // them inline; otherwise it opens a nested region around each, a few microseconds a step.
+      // them inline; otherwise it opens a nested region around each, at a cost every step.
       omp_set_num_threads(1);
 #endif
       for (int64_t slice = first; slice < last; ++slice) {

@@ -1,18 +1,15 @@
-// The CPU kernels of every rnnkernels:: operator: csrc/layers.h's step loops over CPUBackend.
+// The CPU kernels of the generic layer operators: csrc/ops/layer_kernels.h over CPUBackend, for
+// the list of cells.
 #include <torch/library.h>
 
-#include "../layers.h"
+#include "../ops/layer_kernels.h"
 #include "backend.h"
 
 namespace rnnkernels {
 
 TORCH_LIBRARY_IMPL(rnnkernels, CPU, m) {
-  m.impl("lstm_layer", &lstm_layer<CPUBackend>);
-  m.impl("lstm_layer_backward", &lstm_layer_backward<CPUBackend>);
-  m.impl("gru_layer", &gru_layer<CPUBackend>);
-  m.impl("gru_layer_backward", &gru_layer_backward<CPUBackend>);
-  m.impl("rnn_layer", &rnn_layer<CPUBackend>);
-  m.impl("rnn_layer_backward", &rnn_layer_backward<CPUBackend>);
+  m.impl("layer", &layer_kernel<Cells, CPUBackend>);
+  m.impl("layer_backward", &layer_backward_kernel<Cells, CPUBackend>);
 }
 
 }  // namespace rnnkernels

@@ -1,8 +1,8 @@
-// float32 GEMMs through oneDNN's matmul, which on this project's AVX-512 machines runs about twice
-// as fast as ATen's at::mm (MKL, which does not use AVX-512 on AMD CPUs): see README's benchmark.
+// float32 GEMMs through oneDNN's matmul, which on this project's AVX-512 machines runs faster than
+// ATen's at::mm (MKL, which does not use AVX-512 on AMD CPUs): docs/DESIGN.md, "CPU backend".
 // Built only when oneDNN's headers and library are found (setup.py: RNNKERNELS_WITH_ONEDNN).
 //
-// oneDNN compiles a kernel for every problem shape (hundreds of microseconds), so the matmul
+// oneDNN compiles a kernel for every problem shape, which costs far more than a run, so the matmul
 // primitives are cached by shape, process-wide, the kDefaultPrimitiveCacheCapacity most recently
 // used ones (the environment variable RNNKERNELS_PRIMITIVE_CACHE_CAPACITY, read at the first
 // GEMM, sets another bound); weights are never cached (a tensor's data can change without its
@@ -46,7 +46,7 @@ class OneDnnRecurrentGemm {
 };
 
 // The same product through oneDNN's BLAS-like dnnl_sgemm: no primitive to look up and no memory
-// objects, about a microsecond a call (a matmul primitive costs 2-3, ATen's at::mm 3-4), but
+// objects, so a cheaper call than a matmul primitive's or ATen's at::mm (docs/DESIGN.md), but
 // slower kernels than a matmul with a prepacked weight: for recurrences too small to repay one.
 class OneDnnSmallGemm {
  public:

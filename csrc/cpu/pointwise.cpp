@@ -3,6 +3,7 @@
 #include "backend.h"
 
 #include "../build_info.h"
+#include "../kernels/cell_list.h"
 
 #include <ATen/Version.h>
 
@@ -13,14 +14,12 @@
 
 namespace rnnkernels {
 
-#define RNNKERNELS_DECLARE_POINTWISE(ns)                                      \
-  namespace ns {                                                              \
-  template <typename T> void lstm_forward(const LSTMForwardParams<T>&);       \
-  template <typename T> void lstm_backward(const LSTMBackwardParams<T>&);     \
-  template <typename T> void gru_forward(const GRUForwardParams<T>&);         \
-  template <typename T> void gru_backward(const GRUBackwardParams<T>&);       \
-  template <typename T, bool Relu> void rnn_forward(const RNNForwardParams<T>&);   \
-  template <typename T, bool Relu> void rnn_backward(const RNNBackwardParams<T>&); \
+#define RNNKERNELS_DECLARE_POINTWISE(ns)                               \
+  namespace ns {                                                       \
+  template <typename Cell, typename T>                                 \
+  void forward(const StepForwardParams<T>&);                           \
+  template <typename Cell, typename T>                                 \
+  void backward(const StepBackwardParams<T>&);                         \
   }
 
 RNNKERNELS_DECLARE_POINTWISE(isa_default)
@@ -74,46 +73,21 @@ const char* cpu_isa_name() {
 #define RNNKERNELS_CALL_ISA(...) return isa_default::__VA_ARGS__;
 #endif
 
-template <typename T>
-void CPUBackend::lstm_forward(const LSTMForwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(lstm_forward<T>(p))
+template <typename Cell, typename T>
+void CPUBackend::forward(const StepForwardParams<T>& p) {
+  RNNKERNELS_CALL_ISA(template forward<Cell, T>(p))
 }
-template <typename T>
-void CPUBackend::lstm_backward(const LSTMBackwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(lstm_backward<T>(p))
-}
-template <typename T>
-void CPUBackend::gru_forward(const GRUForwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(gru_forward<T>(p))
-}
-template <typename T>
-void CPUBackend::gru_backward(const GRUBackwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(gru_backward<T>(p))
-}
-template <typename T, bool Relu>
-void CPUBackend::rnn_forward(const RNNForwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(template rnn_forward<T, Relu>(p))
-}
-template <typename T, bool Relu>
-void CPUBackend::rnn_backward(const RNNBackwardParams<T>& p) {
-  RNNKERNELS_CALL_ISA(template rnn_backward<T, Relu>(p))
+template <typename Cell, typename T>
+void CPUBackend::backward(const StepBackwardParams<T>& p) {
+  RNNKERNELS_CALL_ISA(template backward<Cell, T>(p))
 }
 #undef RNNKERNELS_CALL_ISA
 
-#define RNNKERNELS_INSTANTIATE_BACKEND(T)                                          \
-  template void CPUBackend::lstm_forward<T>(const LSTMForwardParams<T>&);          \
-  template void CPUBackend::lstm_backward<T>(const LSTMBackwardParams<T>&);        \
-  template void CPUBackend::gru_forward<T>(const GRUForwardParams<T>&);            \
-  template void CPUBackend::gru_backward<T>(const GRUBackwardParams<T>&);          \
-  template void CPUBackend::rnn_forward<T, false>(const RNNForwardParams<T>&);     \
-  template void CPUBackend::rnn_forward<T, true>(const RNNForwardParams<T>&);      \
-  template void CPUBackend::rnn_backward<T, false>(const RNNBackwardParams<T>&);   \
-  template void CPUBackend::rnn_backward<T, true>(const RNNBackwardParams<T>&);
-
-RNNKERNELS_INSTANTIATE_BACKEND(float)
-RNNKERNELS_INSTANTIATE_BACKEND(double)
-RNNKERNELS_INSTANTIATE_BACKEND(c10::Half)
-RNNKERNELS_INSTANTIATE_BACKEND(c10::BFloat16)
-#undef RNNKERNELS_INSTANTIATE_BACKEND
+#define RNNKERNELS_INSTANTIATE(Cell, T)                                      \
+  template void CPUBackend::forward<Cell, T>(const StepForwardParams<T>&);   \
+  template void CPUBackend::backward<Cell, T>(const StepBackwardParams<T>&);
+RNNKERNELS_FOR_EACH_CELL(RNNKERNELS_FOR_EACH_DTYPE, RNNKERNELS_INSTANTIATE, c10::Half,
+                         c10::BFloat16)
+#undef RNNKERNELS_INSTANTIATE
 
 }  // namespace rnnkernels

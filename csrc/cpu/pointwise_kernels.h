@@ -1,11 +1,13 @@
-// The CPU pointwise step kernels, compiled once per instruction set: pointwise_default.cpp,
+// The CPU pointwise driver, compiled once per instruction set: pointwise_default.cpp,
 // pointwise_avx2.cpp and pointwise_avx512.cpp each define RNNKERNELS_ISA (the namespace) and the
-// at::vec capability macros, enable the instructions, then include this file; pointwise.cpp picks
-// one at run time. Without this, at::vec falls back to scalar loops and the activations (exp,
+// at::vec capability macros, enable the instructions, then include this file and instantiate
+// the drivers for the list of cells; pointwise.cpp picks one at run time. Without this, at::vec falls back to scalar loops and the activations (exp,
 // tanh) cost more than the per-step GEMM.
 //
 // Loops over the rows of a step (parallel over rows with at::parallel_for) and over the hidden
-// units (vectorised with at::vec for float and double), calling the cell math of cells.h.
+// units (vectorised with at::vec for float and double), running each cell's element functions
+// (csrc/kernels/traits.h) on a vector of units at a time, or a row at a time for a cell that
+// reduces over rows.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -18,8 +20,9 @@
 #include <cmath>
 #include <type_traits>
 
-#include "../kernels/cells.h"
+#include "../kernels/cell_list.h"
 #include "../kernels/params.h"
+#include "../kernels/step.h"
 
 namespace rnnkernels {
 namespace RNNKERNELS_ISA {
@@ -99,8 +102,8 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
 
 // Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. The chunks are
 // independent, so they split across threads, by rows and within rows (a batch of one still
-// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread
-// (about a microsecond): a chunk is a few dozen flops per lane.
+// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread: a
+// chunk is a few dozen flops per lane.
 template <typename T, typename Body>
 void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
   constexpr int64_t width = Lanes<T>::width;
@@ -115,158 +118,104 @@ void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
   });
 }
 
+// The IO policy of the step accessors (csrc/kernels/step.h): `lanes` consecutive units at once.
+template <typename T>
+struct LanesIO {
+  using Value = typename Lanes<T>::V;
+  using Math = typename Lanes<T>::M;
+  int64_t lanes;
+  Value load(const T* p) const { return Lanes<T>::load(p, lanes); }
+  void store(T* p, const Value& v) const { Lanes<T>::store(p, v, lanes); }
+};
+
+// A row (csrc/kernels/step.h) on this thread: its positions are the row's chunks of lanes, in
+// order.
+template <typename Cell, typename T, typename Params>
+class LanesRow : public RowBase<LanesIO<T>, Params> {
+  using Base = RowBase<LanesIO<T>, Params>;
+  using Position = Step<Cell, T, LanesIO<T>, Params>;
+  static constexpr int64_t width = Lanes<T>::width;
+
+ public:
+  using typename Base::Value;
+  using Base::Base;
+
+  template <typename F>
+  void for_each(const F& f) const {
+    for (int64_t unit = 0; unit < this->p_.hidden; unit += width) f(position(unit));
+  }
+  template <typename F>
+  Value sum(const F& f) const {
+    Value total(0);
+    for (int64_t unit = 0; unit < this->p_.hidden; unit += width) {
+      const Value value = f(position(unit));
+      const int64_t lanes = std::min(width, this->p_.hidden - unit);
+      if constexpr (width == 1) {
+        total = total + value;
+      } else {
+        // The lanes past the row's end hold what f made of zeros: they must not count.
+        total = total + (lanes == width ? value : Value::set(Value(0), value, lanes));
+      }
+    }
+    if constexpr (width == 1) {
+      return total;
+    } else {
+      return Value(at::vec::vec_reduce_all<T>([](Value a, Value b) { return a + b; }, total));
+    }
+  }
+
+ private:
+  Position position(int64_t unit) const {
+    return Position(this->p_, this->row_, unit,
+                    LanesIO<T>{std::min(width, this->p_.hidden - unit)});
+  }
+};
+
+// One direction's step of any cell: its element functions (csrc/kernels/traits.h) on every chunk
+// of units of every row, or, for a row-wise cell, on every row (in parallel over rows, with a
+// grain that keeps a split's work, in chunks, as for_each_chunk's).
+template <typename Cell, typename Direction, typename T>
+void run(const typename Direction::template Params<T>& p) {
+  using Params = typename Direction::template Params<T>;
+  if constexpr (Cell::kRowwise) {
+    const int64_t chunks_per_row = (p.hidden + Lanes<T>::width - 1) / Lanes<T>::width;
+    const int64_t grain = std::max<int64_t>(1, 1024 / Lanes<T>::width / chunks_per_row);
+    at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        Direction::template run<Cell>(LanesRow<Cell, T, Params>(p, row));
+      }
+    });
+  } else {
+    for_each_chunk<T>(p.rows, p.hidden, [&](int64_t row, int64_t unit, int64_t lanes) {
+      Direction::template run<Cell>(Step<Cell, T, LanesIO<T>, Params>(p, row, unit,
+                                                                      LanesIO<T>{lanes}));
+    });
+  }
+}
+
 }  // namespace
 
-template <typename T>
-void lstm_forward(const LSTMForwardParams<T>& p) {
-  using L = Lanes<T>;
-  using V = typename L::V;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const T* x = p.xproj + b * 4 * H + j;
-    const T* hp = p.hproj + b * 4 * H + j;
-    cells::LSTMGates<V> pre{L::load(x, n) + L::load(hp, n),
-                            L::load(x + H, n) + L::load(hp + H, n),
-                            L::load(x + 2 * H, n) + L::load(hp + 2 * H, n),
-                            L::load(x + 3 * H, n) + L::load(hp + 3 * H, n)};
-    cells::LSTMGates<V> act;
-    V c, h;
-    cells::lstm_forward<typename L::M>(pre, L::load(p.c + b * H + j, n), act, c, h);
-    L::store(p.c + b * H + j, c, n);
-    L::store(p.h + b * H + j, h, n);
-    if (p.output != nullptr) L::store(p.output + b * H + j, h, n);
-    if (p.reserve != nullptr) {
-      T* r = p.reserve + b * 5 * H + j;
-      L::store(r, act.i, n);
-      L::store(r + H, act.f, n);
-      L::store(r + 2 * H, act.g, n);
-      L::store(r + 3 * H, act.o, n);
-      L::store(r + 4 * H, c, n);
-    }
-  });
+template <typename Cell, typename T>
+void forward(const StepForwardParams<T>& p) {
+  run<Cell, Forward, T>(p);
 }
 
-template <typename T>
-void lstm_backward(const LSTMBackwardParams<T>& p) {
-  using L = Lanes<T>;
-  using V = typename L::V;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const T* r = p.reserve + b * 5 * H + j;
-    const cells::LSTMGates<V> act{L::load(r, n), L::load(r + H, n), L::load(r + 2 * H, n),
-                                  L::load(r + 3 * H, n)};
-    const V c_prev = b < p.batch_continuing ? L::load(p.reserve_prev + b * 5 * H + 4 * H + j, n)
-                                            : L::load(p.c0 + b * H + j, n);
-    V dh = L::load(p.grad_h + b * H + j, n);
-    if (p.grad_output != nullptr) dh = dh + L::load(p.grad_output + b * H + j, n);
-    cells::LSTMGates<V> dpre;
-    V dc_prev, h;
-    cells::lstm_backward<typename L::M>(act, L::load(r + 4 * H, n), c_prev, dh,
-                                        L::load(p.grad_c + b * H + j, n), dpre, dc_prev, h);
-    T* g = p.grad_gates + b * 4 * H + j;
-    L::store(g, dpre.i, n);
-    L::store(g + H, dpre.f, n);
-    L::store(g + 2 * H, dpre.g, n);
-    L::store(g + 3 * H, dpre.o, n);
-    L::store(p.grad_c + b * H + j, dc_prev, n);
-    if (p.h != nullptr) L::store(p.h + b * H + j, h, n);
-  });
+template <typename Cell, typename T>
+void backward(const StepBackwardParams<T>& p) {
+  run<Cell, Backward, T>(p);
 }
 
-template <typename T>
-void gru_forward(const GRUForwardParams<T>& p) {
-  using L = Lanes<T>;
-  using V = typename L::V;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const T* x = p.xproj + b * 3 * H + j;
-    const T* hp = p.hproj + b * 3 * H + j;
-    V hn = L::load(hp + 2 * H, n);
-    if (p.b_hn != nullptr) hn = hn + L::load(p.b_hn + j, n);
-    V r, z, g, h;
-    cells::gru_forward<typename L::M>(L::load(x, n), L::load(x + H, n), L::load(x + 2 * H, n),
-                                      L::load(hp, n), L::load(hp + H, n), hn,
-                                      L::load(p.h + b * H + j, n), r, z, g, h);
-    L::store(p.h + b * H + j, h, n);
-    L::store(p.output + b * H + j, h, n);
-    if (p.reserve != nullptr) {
-      T* res = p.reserve + b * 4 * H + j;
-      L::store(res, r, n);
-      L::store(res + H, z, n);
-      L::store(res + 2 * H, g, n);
-      L::store(res + 3 * H, hn, n);
-    }
-  });
-}
-
-template <typename T>
-void gru_backward(const GRUBackwardParams<T>& p) {
-  using L = Lanes<T>;
-  using V = typename L::V;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const T* res = p.reserve + b * 4 * H + j;
-    const V dh = L::load(p.grad_h + b * H + j, n) + L::load(p.grad_output + b * H + j, n);
-    V dr, dz, dn, dhn, dh_prev;
-    cells::gru_backward<typename L::M>(L::load(res, n), L::load(res + H, n),
-                                       L::load(res + 2 * H, n), L::load(res + 3 * H, n),
-                                       L::load(p.h_prev + b * H + j, n), dh, dr, dz, dn, dhn,
-                                       dh_prev);
-    T* gx = p.grad_gates_x + b * 3 * H + j;
-    T* gh = p.grad_gates_h + b * 3 * H + j;
-    L::store(gx, dr, n);
-    L::store(gx + H, dz, n);
-    L::store(gx + 2 * H, dn, n);
-    L::store(gh, dr, n);
-    L::store(gh + H, dz, n);
-    L::store(gh + 2 * H, dhn, n);
-    L::store(p.grad_h + b * H + j, dh_prev, n);
-  });
-}
-
-template <typename T, bool Relu>
-void rnn_forward(const RNNForwardParams<T>& p) {
-  using L = Lanes<T>;
-  using V = typename L::V;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const int64_t i = b * H + j;
-    const V h = cells::rnn_forward<typename L::M, Relu>(L::load(p.xproj + i, n) +
-                                                        L::load(p.hproj + i, n));
-    L::store(p.h + i, h, n);
-    L::store(p.output + i, h, n);
-  });
-}
-
-template <typename T, bool Relu>
-void rnn_backward(const RNNBackwardParams<T>& p) {
-  using L = Lanes<T>;
-  const int64_t H = p.hidden;
-  for_each_chunk<T>(p.batch, H, [&](int64_t b, int64_t j, int64_t n) {
-    const int64_t i = b * H + j;
-    L::store(p.grad_pre + i,
-             cells::rnn_backward<typename L::M, Relu>(
-                 L::load(p.output + i, n), L::load(p.grad_h + i, n) + L::load(p.grad_output + i, n)),
-             n);
-  });
-}
-
-#define RNNKERNELS_INSTANTIATE_CPU(T)                                        \
-  template void lstm_forward<T>(const LSTMForwardParams<T>&);                \
-  template void lstm_backward<T>(const LSTMBackwardParams<T>&);              \
-  template void gru_forward<T>(const GRUForwardParams<T>&);                  \
-  template void gru_backward<T>(const GRUBackwardParams<T>&);                \
-  template void rnn_forward<T, false>(const RNNForwardParams<T>&);           \
-  template void rnn_forward<T, true>(const RNNForwardParams<T>&);            \
-  template void rnn_backward<T, false>(const RNNBackwardParams<T>&);         \
-  template void rnn_backward<T, true>(const RNNBackwardParams<T>&);
-
-RNNKERNELS_INSTANTIATE_CPU(float)
-RNNKERNELS_INSTANTIATE_CPU(double)
-RNNKERNELS_INSTANTIATE_CPU(c10::Half)
-RNNKERNELS_INSTANTIATE_CPU(c10::BFloat16)
-
-#undef RNNKERNELS_INSTANTIATE_CPU
+// The drivers of every cell of an X-macro list (csrc/kernels/cell_list.h): the library's, or
+// the one an includer names in RNNKERNELS_DRIVER_CELLS (the tests' CUDA emulation does).
+#ifndef RNNKERNELS_DRIVER_CELLS
+#define RNNKERNELS_DRIVER_CELLS RNNKERNELS_FOR_EACH_CELL
+#endif
+#define RNNKERNELS_INSTANTIATE(Cell, T)                          \
+  template void forward<Cell, T>(const StepForwardParams<T>&);   \
+  template void backward<Cell, T>(const StepBackwardParams<T>&);
+RNNKERNELS_DRIVER_CELLS(RNNKERNELS_FOR_EACH_DTYPE, RNNKERNELS_INSTANTIATE, c10::Half,
+                        c10::BFloat16)
+#undef RNNKERNELS_INSTANTIATE
 
 }  // namespace RNNKERNELS_ISA
 }  // namespace rnnkernels

@@ -1,38 +1,37 @@
-// The CUDA kernels of every rnnkernels:: operator: csrc/layers.h's step loops over CUDABackend.
+// The CUDA kernels of the generic layer operators: csrc/ops/layer_kernels.h over CUDABackend,
+// for the list of cells.
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "../layers.h"
-#include "pointwise.h"
+#include "../ops/layer_kernels.h"
+#include "runtime.h"
 
 namespace rnnkernels {
 namespace {
 
-// Runs Op with its first argument's device current. The dispatcher gives custom operators no
-// device guard (ATen's own operators get a generated one), and CUDABackend launches on the
-// current device's stream, so without this, tensors on cuda:1 under a current cuda:0 would be
-// handed to kernels on the wrong device. Every operator's first argument is a tensor on the
-// operator's device (input, or grad_output for the backwards).
+// Runs Op with the device of its first tensor argument current. The dispatcher gives custom
+// operators no device guard (ATen's own operators get a generated one), and CUDABackend launches
+// on the current device's stream, so without this, tensors on cuda:1 under a current cuda:0
+// would be handed to kernels on the wrong device. Both operators take the cell's name, then a
+// tensor on the operator's device (input, or grad_output for the backward).
 template <auto Op>
-struct OnDeviceOfFirstArgument;
+struct OnDeviceOfFirstTensor;
 
-template <typename Result, typename... Args, Result (*Op)(const at::Tensor&, Args...)>
-struct OnDeviceOfFirstArgument<Op> {
-  static Result call(const at::Tensor& first, Args... args) {
+template <typename Result, typename... Args,
+          Result (*Op)(c10::string_view, const at::Tensor&, Args...)>
+struct OnDeviceOfFirstTensor<Op> {
+  static Result call(c10::string_view cell, const at::Tensor& first, Args... args) {
     const c10::cuda::CUDAGuard guard(first.device());
-    return Op(first, args...);
+    return Op(cell, first, args...);
   }
 };
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnkernels, CUDA, m) {
-  m.impl("lstm_layer", &OnDeviceOfFirstArgument<&lstm_layer<CUDABackend>>::call);
-  m.impl("lstm_layer_backward", &OnDeviceOfFirstArgument<&lstm_layer_backward<CUDABackend>>::call);
-  m.impl("gru_layer", &OnDeviceOfFirstArgument<&gru_layer<CUDABackend>>::call);
-  m.impl("gru_layer_backward", &OnDeviceOfFirstArgument<&gru_layer_backward<CUDABackend>>::call);
-  m.impl("rnn_layer", &OnDeviceOfFirstArgument<&rnn_layer<CUDABackend>>::call);
-  m.impl("rnn_layer_backward", &OnDeviceOfFirstArgument<&rnn_layer_backward<CUDABackend>>::call);
+  m.impl("layer", &OnDeviceOfFirstTensor<&layer_kernel<Cells, CUDABackend>>::call);
+  m.impl("layer_backward",
+         &OnDeviceOfFirstTensor<&layer_backward_kernel<Cells, CUDABackend>>::call);
 }
 
 }  // namespace rnnkernels

@@ -1,87 +1,72 @@
-// Plain-data parameters of the fused pointwise step kernels, one struct per kernel.
+// Plain-data parameters of one pointwise step, the same structs for every cell and both backends.
 //
-// Torch-free, shared by the CPU loops (csrc/cpu/pointwise.cpp) and the CUDA kernels
-// (csrc/kernels/*.cu). Each describes ONE time step: `batch` rows, all contiguous, row-major.
-// H is `hidden`; widths are in elements. Pointers marked "or nullptr" are optional.
+// Torch-free, shared by the CPU driver (csrc/cpu/pointwise_kernels.h) and the CUDA kernels
+// (pointwise.cuh); filled in one place, from a zeroed struct (csrc/layer/layer.h). A step covers
+// `rows` rows, all contiguous, row-major; H is `hidden`, G the cell's gate count, R its reserve
+// slots (traits.h); widths are in elements. Pointers marked "or nullptr" are optional; what a
+// cell leaves unused stays nullptr.
 //
-// Packed rows: a step's active rows are the first `batch` sequences of the (length-sorted)
-// batch. Rows [0, batch_continuing) continue from the previously processed step; rows
-// [batch_continuing, batch) start there (reverse direction), from the initial state.
+// Packed rows: a step's active rows are the first `rows` sequences of the (length-sorted) batch.
+// In the backward, rows [0, continuing) continue from the previously processed step; the rest
+// start there (reverse direction), from the initial state.
 #pragma once
 
 #include <stdint.h>
 
 namespace rnnkernels {
 
+// The most states (h, c), extra inputs and scalars a cell may have. A cell needing more raises
+// these; nothing else depends on their values.
+constexpr int kMaxStates = 2;
+constexpr int kMaxInputs = 6;
+constexpr int kMaxScalars = 2;
+
+// An extra input of the pointwise step (traits.h, kInputs): a per-layer parameter, the same for
+// every row, or a per-row tensor such as a mask.
 template <typename T>
-struct LSTMForwardParams {
-  int64_t batch;   // rows active this step
-  int64_t hidden;  // H
-  const T* xproj;  // [batch, 4H] x W_ih^T + b_ih + b_hh
-  const T* hproj;  // [batch, 4H] h_{t-1} W_hh^T
-  T* c;            // [batch, H]  cell state: c_{t-1} in, c_t out
-  T* h;            // [batch, H]  o * tanh(c_t) out: the hidden state, or the input of the projection
-  T* output;       // [batch, H]  the layer output rows (also gets h), or nullptr (projection)
-  T* reserve;      // [batch, 5H] out: i, f, g, o, c_t for the backward, or nullptr (inference)
+struct StepInput {
+  const T* data;  // [width], or [rows, width] when per_row; nullptr when absent
+  int64_t width;  // a multiple of H
+  bool per_row;
+};
+
+// What the two directions share.
+template <typename T>
+struct StepParams {
+  int64_t rows;                     // rows active this step
+  int64_t hidden;                   // H
+  T* output;                        // [rows, H] forward: out (h_t), or nullptr (a projection writes
+                                    // the output); backward: in, h_t as the forward wrote it
+  T* reserve;                       // [rows, R*H] forward: out, or nullptr (inference);
+                                    // backward: in
+  StepInput<T> inputs[kMaxInputs];  // the cell's extra inputs, in the order of its kInputs
+  double scalars[kMaxScalars];      // the cell's scalars, in the order of its kScalars
 };
 
 template <typename T>
-struct LSTMBackwardParams {
-  int64_t batch;             // rows active this step
-  int64_t hidden;            // H
-  int64_t batch_continuing;  // rows whose c_{t-1} is in reserve_prev; the rest use c0
-  const T* reserve;          // [batch, 5H] this step's i, f, g, o, c_t
-  const T* reserve_prev;     // [batch_continuing, 5H] the previous step's (its c is c_{t-1})
-  const T* c0;               // [batch, H] initial cell state, rows >= batch_continuing read
-  const T* grad_h;           // [batch, H] dL/dh_t before projection (carried, or via W_hr)
-  const T* grad_output;      // [batch, H] added to grad_h, or nullptr (projection: already in)
-  T* grad_c;                 // [batch, H] dL/dc_t in, dL/dc_{t-1} out
-  T* grad_gates;             // [batch, 4H] out: pre-activation gradients of i, f, g, o
-  T* h;                      // [batch, H] out: o * tanh(c_t), for dW_hr, or nullptr
+struct StepForwardParams : StepParams<T> {
+  const T* input_gates;   // [rows, G*H] x W_ih^T plus the biases the cell folds in
+  const T* hidden_gates;  // [rows, G*H] h_{t-1} W_hh^T, or nullptr (no dense recurrence)
+  T* states[kMaxStates];  // [rows, H] each: the state at t-1 in, at t out. states[0] is h (with
+                          // a projection: the unprojected h, whose t-1 value nothing reads)
 };
 
 template <typename T>
-struct GRUForwardParams {
-  int64_t batch;   // rows active this step
-  int64_t hidden;  // H
-  const T* xproj;  // [batch, 3H] x W_ih^T + b_ih + (b_hr, b_hz, 0)
-  const T* hproj;  // [batch, 3H] h_{t-1} W_hh^T
-  const T* b_hn;   // [H] hidden bias of n, or nullptr
-  T* h;            // [batch, H] hidden state: h_{t-1} in, h_t out
-  T* output;       // [batch, H] the layer output rows
-  T* reserve;      // [batch, 4H] out: r, z, n, W_hn h_{t-1} + b_hn, or nullptr (inference)
-};
-
-template <typename T>
-struct GRUBackwardParams {
-  int64_t batch;        // rows active this step
-  int64_t hidden;       // H
-  const T* reserve;     // [batch, 4H] r, z, n, hn
-  const T* h_prev;      // [batch, H] h_{t-1}
-  const T* grad_output; // [batch, H] dL/d output rows of this step
-  T* grad_h;            // [batch, H] carried dL/dh_t in; dL/dh_{t-1} bypassing W_hh out
-  T* grad_gates_x;      // [batch, 3H] out: gradients of the input-side pre-activations
-  T* grad_gates_h;      // [batch, 3H] out: gradients of the hidden projections
-};
-
-template <typename T>
-struct RNNForwardParams {
-  int64_t batch;   // rows active this step
-  int64_t hidden;  // H
-  const T* xproj;  // [batch, H] x W_ih^T + b_ih + b_hh
-  const T* hproj;  // [batch, H] h_{t-1} W_hh^T
-  T* h;            // [batch, H] out: h_t (the state buffer)
-  T* output;       // [batch, H] out: h_t (the layer output rows)
-};
-
-template <typename T>
-struct RNNBackwardParams {
-  int64_t batch;         // rows active this step
-  int64_t hidden;        // H
-  const T* output;       // [batch, H] h_t saved by the forward
-  const T* grad_output;  // [batch, H] dL/d output rows of this step
-  const T* grad_h;       // [batch, H] carried dL/dh_t
-  T* grad_pre;           // [batch, H] out: dL/d pre-activation
+struct StepBackwardParams : StepParams<T> {
+  int64_t continuing;              // rows whose states at t-1 come from the previous step
+  const T* reserve_previous;       // [continuing, R*H] the previous step's reserve, or nullptr
+  const T* initial[kMaxStates];    // [rows, H] initial states; rows >= continuing read them
+  const T* h_previous;             // [rows, H] h_{t-1} of every row, or nullptr (projection)
+  const T* grad_output;            // [rows, H] added to grad_states[0], or nullptr (projection:
+                                   // already in it)
+  T* grad_states[kMaxStates];      // [rows, H] dL/d state at t in; at t-1 out, for h the part
+                                   // that bypasses W_hh (kDirectHiddenGrad), else left as is
+  T* grad_input_gates;             // [rows, G*H] out: dL/d input-side pre-activations
+  T* grad_hidden_gates;            // [rows, G*H] out: dL/d hidden-side ones (== grad_input_gates
+                                   // unless the cell tells them apart)
+  T* unprojected;                  // [rows, H] out: h_t before the projection, or nullptr
+  T* grad_inputs[kMaxInputs];      // [rows, width] each, added to step after step: each row's
+                                   // part of dL/d a per-layer input, or nullptr (none wanted)
 };
 
 }  // namespace rnnkernels

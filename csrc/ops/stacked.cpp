@@ -1,13 +1,14 @@
-// The multi-layer operators rnnkernels::lstm, gru and rnn (schemas in ops.cpp): the layer loop
-// of torch.nn's LSTM/GRU/RNN over the layer operators, one per layer and direction, with
-// dropout between layers. CompositeImplicitAutograd: autograd, fake tensors and torch.compile see
-// the layer operators they call, so this needs no backward, fake or device kernel of its own; it
-// exists so that a module's call crosses from Python into C++ once, not once per layer.
+// The multi-layer operators: rnnkernels::stacked for any cell, and lstm, gru and rnn as torch.nn
+// shapes them (schemas in ops.cpp): the layer loop of torch.nn's LSTM/GRU/RNN over the layer
+// operator, one call per layer and direction, with dropout between layers.
+// CompositeImplicitAutograd: autograd, fake tensors and torch.compile see the layer operators
+// they call, so this needs no backward, fake or device kernel of its own; it exists so that a
+// module's call crosses from Python into C++ once, not once per layer.
 //
 // Input: [T, B, I] ([B, T, I] if batch_first), or packed rows [N, I] with batch_sizes [T].
 // States: [L*D, B, *], layer-major. Weights: torch.nn's _flat_weights, per layer and direction
-// w_ih, w_hh[, b_ih, b_hh][, w_hr]. Output: [T, B, D*P] ([B, T, D*P] if batch_first; [N, D*P]
-// when packed).
+// w_ih, w_hh[, b_ih, b_hh][, the cell's own, e.g. w_hr]. Output: [T, B, D*P] ([B, T, D*P] if
+// batch_first; [N, D*P] when packed).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -16,16 +17,20 @@
 #include <utility>
 #include <vector>
 
-#include "op_handles.h"
+#include <rnnkernels/ops.h>
+
+#include "../kernels/cell_list.h"
+#include "../layer/layer_common.h"
+#include "layer_kernels.h"
+#include "named.h"
 
 namespace rnnkernels {
 namespace {
 
-using OptionalTensor = std::optional<at::Tensor>;
 using Tensors = std::vector<at::Tensor>;
 
 struct Stack {
-  const char* op;
+  const char* op;  // what messages name: the operator ("lstm"), or the cell for stacked
   int64_t num_layers;
   double dropout;
   bool train;  // torch.nn's `training`: whether dropout applies
@@ -64,18 +69,26 @@ std::pair<at::Tensor, Tensors> empty_batch(const Stack& stack, const at::Tensor&
   return {output, finals};
 }
 
-// Runs layer(rows, batch_sizes, states, params, reverse, needs_grad) -> (out, final states) over
-// layers and directions; `states` are [L*D, B, *] each.
-template <typename Layer>
-std::pair<at::Tensor, Tensors> run(const Stack& stack, const Layer& layer, at::Tensor input,
+// Runs `cell` over layers and directions; `states` are [L*D, B, *] each.
+std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at::Tensor input,
                                    const OptionalTensor& packed_batch_sizes, Tensors states,
-                                   at::TensorList weights, int64_t per_layer) {
+                                   at::TensorList weights, at::ArrayRef<double> scalars,
+                                   bool has_biases) {
   const int64_t directions = stack.directions();
   TORCH_CHECK(stack.num_layers >= 1, stack.op, ": expected num_layers >= 1, got ",
               stack.num_layers);
-  TORCH_CHECK(static_cast<int64_t>(weights.size()) == stack.num_layers * directions * per_layer,
-              stack.op, ": expected ", stack.num_layers * directions * per_layer,
-              " weights (", per_layer, " per layer and direction), got ", weights.size());
+  // Per layer and direction: w_ih, w_hh, the biases, then as many of the cell's own params as
+  // came (LSTM's w_hr is there with proj_size only); the layer operator gets None for the rest.
+  int64_t own = 0;
+  visit_cell<Cells>(cell, [&](auto tag) {
+    own = static_cast<int64_t>(cell_signature<typename decltype(tag)::type>().params.size());
+  });
+  const int64_t layers = stack.num_layers * directions;
+  const int64_t common = 2 + (has_biases ? 2 : 0);
+  const int64_t count = static_cast<int64_t>(weights.size());
+  const int64_t per_layer = count % layers == 0 ? count / layers : -1;
+  TORCH_CHECK(per_layer >= common && per_layer <= common + own, stack.op, ": expected ",
+              layers * common, " weights (", common, " per layer and direction), got ", count);
   const bool packed = packed_batch_sizes.has_value();
   at::Tensor rows, batch_sizes;
   c10::SymInt steps, batch;
@@ -103,13 +116,19 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, const Layer& layer, at::T
     Tensors outputs;
     for (int64_t d = 0; d < directions; ++d) {
       const int64_t index = l * directions + d;
-      Tensors params;
-      for (int64_t i = 0; i < per_layer; ++i) {
-        params.push_back(weights[index * per_layer + i].contiguous());
+      const auto weight = [&](int64_t i) { return weights[index * per_layer + i].contiguous(); };
+      c10::List<OptionalTensor> params;
+      params.push_back(weight(0));
+      params.push_back(weight(1));
+      params.push_back(has_biases ? OptionalTensor(weight(2)) : std::nullopt);
+      params.push_back(has_biases ? OptionalTensor(weight(3)) : std::nullopt);
+      for (int64_t i = common; i < common + own; ++i) {
+        params.push_back(i < per_layer ? OptionalTensor(weight(i)) : std::nullopt);
       }
       Tensors layer_states;
       for (const at::Tensor& s : states) layer_states.push_back(s[index]);
-      auto [out, new_states] = layer(layer_input, batch_sizes, layer_states, params, d == 1, train);
+      auto [out, new_states, reserve] = ops::layer(cell, layer_input, batch_sizes, layer_states,
+                                                   params, scalars, d == 1, train);
       outputs.push_back(std::move(out));
       for (size_t i = 0; i < new_states.size(); ++i) finals[i].push_back(std::move(new_states[i]));
     }
@@ -130,38 +149,21 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, const Layer& layer, at::T
   return {output, stacked};
 }
 
-// w_ih, w_hh, b_ih, b_hh, w_hr of one layer and direction.
-std::tuple<at::Tensor, at::Tensor, OptionalTensor, OptionalTensor, OptionalTensor> split(
-    const Tensors& params, bool has_biases, bool projected) {
-  OptionalTensor b_ih, b_hh, w_hr;
-  if (has_biases) {
-    b_ih = params[2];
-    b_hh = params[3];
-  }
-  if (projected) w_hr = params.back();
-  return {params[0], params[1], b_ih, b_hh, w_hr};
+std::tuple<at::Tensor, std::vector<at::Tensor>> stacked(
+    c10::string_view cell, const at::Tensor& input, const OptionalTensor& batch_sizes,
+    at::TensorList states, at::TensorList weights, at::ArrayRef<double> scalars, bool has_biases,
+    int64_t num_layers, double dropout, bool train, bool bidirectional, bool batch_first) {
+  const std::string name(cell.data(), cell.size());
+  const Stack stack{name.c_str(), num_layers, dropout, train, bidirectional, batch_first};
+  return run(stack, cell, input, batch_sizes, states.vec(), weights, scalars, has_biases);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm(
     const at::Tensor& input, const OptionalTensor& batch_sizes, const at::Tensor& h0,
     const at::Tensor& c0, at::TensorList weights, bool has_biases, int64_t num_layers,
     double dropout, bool train, bool bidirectional, bool batch_first) {
-  const auto& op = ops::lstm_layer();
   const Stack stack{"lstm", num_layers, dropout, train, bidirectional, batch_first};
-  // A projection (proj_size) is present when each layer and direction has a fifth weight.
-  const int64_t unprojected = 2 + (has_biases ? 2 : 0);
-  const bool projected =
-      static_cast<int64_t>(weights.size()) == num_layers * stack.directions() * (unprojected + 1);
-  auto layer = [&](const at::Tensor& rows, const at::Tensor& sizes, const Tensors& states,
-                   const Tensors& params, bool reverse, bool needs_grad) {
-    const auto [w_ih, w_hh, b_ih, b_hh, w_hr] = split(params, has_biases, projected);
-    auto [out, h_n, c_n, reserve] =
-        op.call(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                needs_grad);
-    return std::pair<at::Tensor, Tensors>{out, {h_n, c_n}};
-  };
-  auto [output, finals] = run(stack, layer, input, batch_sizes, {h0, c0}, weights,
-                              unprojected + (projected ? 1 : 0));
+  auto [output, finals] = run(stack, "lstm", input, batch_sizes, {h0, c0}, weights, {}, has_biases);
   return {output, finals[0], finals[1]};
 }
 
@@ -169,17 +171,8 @@ std::tuple<at::Tensor, at::Tensor> gru(const at::Tensor& input, const OptionalTe
                                        const at::Tensor& h0, at::TensorList weights,
                                        bool has_biases, int64_t num_layers, double dropout,
                                        bool train, bool bidirectional, bool batch_first) {
-  const auto& op = ops::gru_layer();
   const Stack stack{"gru", num_layers, dropout, train, bidirectional, batch_first};
-  auto layer = [&](const at::Tensor& rows, const at::Tensor& sizes, const Tensors& states,
-                   const Tensors& params, bool reverse, bool needs_grad) {
-    const auto [w_ih, w_hh, b_ih, b_hh, w_hr] = split(params, has_biases, false);
-    auto [out, h_n, reserve] =
-        op.call(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, reverse, needs_grad);
-    return std::pair<at::Tensor, Tensors>{out, {h_n}};
-  };
-  auto [output, finals] =
-      run(stack, layer, input, batch_sizes, {h0}, weights, 2 + (has_biases ? 2 : 0));
+  auto [output, finals] = run(stack, "gru", input, batch_sizes, {h0}, weights, {}, has_biases);
   return {output, finals[0]};
 }
 
@@ -188,23 +181,16 @@ std::tuple<at::Tensor, at::Tensor> rnn(const at::Tensor& input, const OptionalTe
                                        c10::string_view nonlinearity, bool has_biases,
                                        int64_t num_layers, double dropout, bool train,
                                        bool bidirectional, bool batch_first) {
-  const auto& op = ops::rnn_layer();
   const Stack stack{"rnn", num_layers, dropout, train, bidirectional, batch_first};
-  auto layer = [&](const at::Tensor& rows, const at::Tensor& sizes, const Tensors& states,
-                   const Tensors& params, bool reverse, bool needs_grad) {
-    const auto [w_ih, w_hh, b_ih, b_hh, w_hr] = split(params, has_biases, false);
-    auto [out, h_n, reserve] = op.call(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh,
-                                       nonlinearity, reverse, needs_grad);
-    return std::pair<at::Tensor, Tensors>{out, {h_n}};
-  };
-  auto [output, finals] =
-      run(stack, layer, input, batch_sizes, {h0}, weights, 2 + (has_biases ? 2 : 0));
+  auto [output, finals] = run(stack, elman_cell("rnn", nonlinearity), input, batch_sizes, {h0},
+                              weights, {}, has_biases);
   return {output, finals[0]};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(rnnkernels, CompositeImplicitAutograd, m) {
+  m.impl("stacked", &stacked);
   m.impl("lstm", &lstm);
   m.impl("gru", &gru);
   m.impl("rnn", &rnn);

@@ -1,4 +1,4 @@
-// GEMMs through ATen, for backends without a faster GEMM of their own (see csrc/layers.h).
+// GEMMs through ATen, for backends without a faster GEMM of their own (see layer.h).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,0 +1,195 @@
+// Cell traits: everything the step loops (csrc/layer/layer.h), the pointwise drivers (CPU:
+// csrc/cpu/pointwise_kernels.h; CUDA: pointwise.cuh) and the differentiable recomputation
+// (csrc/layer/differentiable.h) know about a cell, and its element functions, which read and
+// write one step through an accessor (step.h) and call the math of cells.h. docs/DESIGN.md
+// ("Cell traits") explains every member; "Adding a cell" walks through one.
+//
+// Torch-free; the element functions are templates over the accessor, so the same code runs per
+// element on CUDA, per vector of units on the CPU and on whole tensors for double backward.
+#pragma once
+
+#include <array>
+
+#include "cells.h"
+
+namespace rnnkernels {
+
+// Where the biases go. torch.nn's cells all take b_ih and b_hh of G*H.
+enum class BiasFold {
+  kAll,                      // both into the input GEMM: b_ih + b_hh added once per row
+  kAllButHiddenLastGate,     // the same, but b_hh's last gate stays apart (GRU's b_hn, which sits
+                             // inside r * (...)) and reaches the step as an extra input
+  kNone,                     // neither: the step reads them as extra inputs (kInputBias,
+                             // kHiddenBias), e.g. to add them after a layer norm
+};
+
+// How h_{t-1} enters a step.
+enum class Recurrence {
+  kDense,        // h_{t-1} W_hh^T, one GEMM a step (w_hh [G*H, P])
+  kElementwise,  // no GEMM: w_hh [G*H] reaches the step as an extra input (IndRNN)
+};
+
+// An extra tensor argument of a cell beyond w_ih, w_hh, b_ih and b_hh (kParams), and what it is
+// for. Each is optional at the operators: an absent projection is none, an absent step input
+// reads as zeros.
+enum class ParamRole {
+  kProjection,  // w_hr [P, H]: h_t W_hr^T is the output and the state (LSTM's proj_size)
+  kStepParam,   // [K*H], read by the step (a layer norm's gain, peephole weights); it gets a
+                // gradient, summed over the rows the step adds to (add_input_grad)
+  kRowInput,    // [N, K*H], a row of it per packed row, read by the step (dropout or zoneout
+                // masks); no gradient
+};
+struct ParamSpec {
+  const char* name;
+  ParamRole role;
+  int blocks = 0;  // kStepParam and kRowInput: K, the width's multiple of H
+};
+
+// Where each of a step's extra inputs comes from (kInputs; StepParams::inputs).
+enum class InputSource {
+  kHiddenBiasLastGate,  // b_hh's last gate [H] (kAllButHiddenLastGate), absent without b_hh
+  kInputBias,           // b_ih [G*H] (kNone), with a gradient (add_input_grad)
+  kHiddenBias,          // b_hh [G*H] (kNone), with a gradient (add_input_grad)
+  kRecurrentWeight,     // w_hh [G*H] (kElementwise), with a gradient (add_input_grad)
+  kParam,               // the cell's own param `param` (kStepParam or kRowInput)
+};
+struct StepInputSpec {
+  InputSource source;
+  int param = -1;  // with kParam: its index in kParams
+};
+
+// What a cell has unless its traits say otherwise: no extra arguments, a dense recurrence, both
+// biases folded, one gradient for both sides of a gate, element-wise math.
+struct CellDefaults {
+  static constexpr std::array<ParamSpec, 0> kParams{};
+  static constexpr std::array<StepInputSpec, 0> kInputs{};
+  static constexpr int kScalars = 0;
+  static constexpr BiasFold kBiasFold = BiasFold::kAll;
+  static constexpr Recurrence kRecurrence = Recurrence::kDense;
+  // Whether dL/d hidden_gates differs from dL/d input_gates (set_grad_hidden_gate).
+  static constexpr bool kSeparateHiddenGrad = false;
+  // Whether the backward writes a part of dL/dh_{t-1} that bypasses W_hh (set_grad_state(0)),
+  // to which the recurrent GEMM then adds.
+  static constexpr bool kDirectHiddenGrad = false;
+  // Whether the step reduces over a row (layer norm): the drivers then call forward and backward
+  // with a whole row (step.h, Row) instead of one position.
+  static constexpr bool kRowwise = false;
+  // The reserve slot holding state j's value at t, which the backward reads back as the next
+  // step's state at t-1 (previous_state). h has none: the loop gathers it from the output.
+  static constexpr RNNKERNELS_HD int saved_slot(int /*state*/) { return -1; }
+};
+
+// Long short-term memory, gate order (i, f, g, o), with an optional projection.
+struct LSTM : CellDefaults {
+  static constexpr const char* kName = "lstm";
+  static constexpr int kGates = 4;
+  static constexpr std::array<const char*, 2> kStates{"h", "c"};
+  static constexpr std::array<ParamSpec, 1> kParams{{{"w_hr", ParamRole::kProjection}}};
+  // i, f, g, o and c_t: the backward's activations and, from the previous step, its c_{t-1}.
+  static constexpr int kReserve = 5;
+  static constexpr RNNKERNELS_HD int saved_slot(int state) { return state == 1 ? 4 : -1; }
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    using V = typename Step::Value;
+    const cells::LSTMGates<V> pre{s.input_gate(0) + s.hidden_gate(0),
+                                  s.input_gate(1) + s.hidden_gate(1),
+                                  s.input_gate(2) + s.hidden_gate(2),
+                                  s.input_gate(3) + s.hidden_gate(3)};
+    cells::LSTMGates<V> act;
+    V c, h;
+    cells::lstm_forward<typename Step::Math>(pre, s.state(1), act, c, h);
+    s.set_state(1, c);
+    s.set_state(0, h);
+    s.set_output(h);
+    s.save(0, act.i);
+    s.save(1, act.f);
+    s.save(2, act.g);
+    s.save(3, act.o);
+    s.save(4, c);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    using V = typename Step::Value;
+    const cells::LSTMGates<V> act{s.saved(0), s.saved(1), s.saved(2), s.saved(3)};
+    cells::LSTMGates<V> dpre;
+    V dc_prev, h;
+    cells::lstm_backward<typename Step::Math>(act, s.saved(4), s.previous_state(1),
+                                              s.grad_state(0), s.grad_state(1), dpre, dc_prev, h);
+    s.set_grad_gate(0, dpre.i);
+    s.set_grad_gate(1, dpre.f);
+    s.set_grad_gate(2, dpre.g);
+    s.set_grad_gate(3, dpre.o);
+    s.set_grad_state(1, dc_prev);
+    s.set_unprojected(h);
+  }
+};
+
+// Gated recurrent unit, gate order (r, z, n).
+struct GRU : CellDefaults {
+  static constexpr const char* kName = "gru";
+  static constexpr int kGates = 3;
+  static constexpr std::array<const char*, 1> kStates{"h"};
+  static constexpr std::array<StepInputSpec, 1> kInputs{{{InputSource::kHiddenBiasLastGate}}};
+  // r, z, n and the hidden projection of n with b_hn (the backward's dr needs it).
+  static constexpr int kReserve = 4;
+  static constexpr BiasFold kBiasFold = BiasFold::kAllButHiddenLastGate;
+  // n's two sides differ (the hidden one is scaled by r), and dh * z bypasses W_hh.
+  static constexpr bool kSeparateHiddenGrad = true;
+  static constexpr bool kDirectHiddenGrad = true;
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    using V = typename Step::Value;
+    const V hn = s.hidden_gate(2) + s.input(0);
+    V r, z, n, h;
+    cells::gru_forward<typename Step::Math>(s.input_gate(0), s.input_gate(1), s.input_gate(2),
+                                            s.hidden_gate(0), s.hidden_gate(1), hn, s.state(0),
+                                            r, z, n, h);
+    s.set_state(0, h);
+    s.set_output(h);
+    s.save(0, r);
+    s.save(1, z);
+    s.save(2, n);
+    s.save(3, hn);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    using V = typename Step::Value;
+    V dr, dz, dn, dhn, dh_prev;
+    cells::gru_backward<typename Step::Math>(s.saved(0), s.saved(1), s.saved(2), s.saved(3),
+                                             s.previous_state(0), s.grad_state(0), dr, dz, dn,
+                                             dhn, dh_prev);
+    s.set_grad_gate(0, dr);
+    s.set_grad_gate(1, dz);
+    s.set_grad_input_gate(2, dn);
+    s.set_grad_hidden_gate(2, dhn);
+    s.set_grad_state(0, dh_prev);
+  }
+};
+
+// Elman RNN, h_t = tanh(pre) or relu(pre); the backward needs only h_t, the output.
+template <bool Relu>
+struct Elman : CellDefaults {
+  static constexpr const char* kName = Relu ? "rnn_relu" : "rnn_tanh";
+  static constexpr int kGates = 1;
+  static constexpr std::array<const char*, 1> kStates{"h"};
+  static constexpr int kReserve = 0;
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    const auto h =
+        cells::rnn_forward<typename Step::Math, Relu>(s.input_gate(0) + s.hidden_gate(0));
+    s.set_state(0, h);
+    s.set_output(h);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    s.set_grad_gate(0, cells::rnn_backward<typename Step::Math, Relu>(s.output(), s.grad_state(0)));
+  }
+};
+
+}  // namespace rnnkernels

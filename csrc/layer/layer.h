@@ -1,0 +1,422 @@
+// The step loops of every layer operator: one forward and one backward, templated on the cell
+// (csrc/kernels/traits.h) and the backend, in the manner of PyTorch's ATen RNN.cpp (a cell as a
+// parameter of scan-like layers) and of rnnkernels/reference.py's _scan(cell).
+//
+// A Backend supplies the cell's pointwise step and the GEMMs (CPUBackend, csrc/cpu/backend.h;
+// KernelBackend, csrc/cuda/backend.h):
+//   template <typename Cell, typename T> static void forward(const StepForwardParams<T>&);
+//   template <typename Cell, typename T> static void backward(const StepBackwardParams<T>&);
+//   template <typename T> static void copy(T* dst, const T* src, int64_t count);
+//   template <typename T> using RecurrentGemm = ...;  // as ATenRecurrentGemm (aten_gemm.h)
+//   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
+//     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views
+//   template <typename F>
+//   static void for_each_batch_slice(const StepProblem& problem, const F& body);
+//     // body(begin, end) over slices of the batch rows [0, problem.batch), which the backend may
+//     // run concurrently: a sequence's recurrence reads only its own rows, so each slice walks
+//     // every step of its rows alone. How many slices is the backend's choice.
+// Everything else is ATen on the tensors' device; nothing here reads device memory, so there is
+// no host synchronisation.
+//
+// The recipe (docs/DESIGN.md, "Data flow"): one GEMM projects the input of every step; per step
+// one GEMM h_{t-1} W_hh^T into a preallocated buffer (none without a dense recurrence) and one
+// fused pointwise pass, then the projection's GEMM if there is one; the backward walks the steps
+// in reverse with one pointwise pass and one GEMM per step, then computes dx, dW_ih, dW_hh and
+// the biases with one GEMM or reduction each over all rows. All buffers are allocated before the
+// step loop; inside it only pointers move.
+//
+// Shapes: N rows (packed, time-major), I input size, H hidden size, G gates, R reserve slots, P
+// state size (the projection size with a projection, else H), B = batch_sizes[0].
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <optional>
+#include <vector>
+
+#include "../kernels/params.h"
+#include "../kernels/traits.h"
+#include "layer_common.h"
+
+namespace rnnkernels {
+
+// The forward's results: output [N, P], the final states (h_n [B, P], c_n [B, H], ...), and
+// reserve [N, R*H] ([0, R*H] without train; [0] for a cell that saves nothing).
+struct LayerOutputs {
+  at::Tensor output;
+  std::vector<at::Tensor> states;
+  at::Tensor reserve;
+};
+
+// The backward's results: the gradients of input, of the initial states and of every param (an
+// empty tensor for an absent one).
+struct LayerGrads {
+  at::Tensor input;
+  std::vector<at::Tensor> states;
+  std::vector<at::Tensor> params;
+};
+
+// A step's size, from which a backend picks its threading (csrc/cpu/backend.h).
+struct StepProblem {
+  int64_t batch;        // B: rows of the widest step
+  int64_t gate_width;   // G*H: columns of the step's GEMM
+  int64_t state_width;  // P: its inner dimension
+  bool dense;           // whether a step has a GEMM at all
+};
+
+namespace layer_detail {
+
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+// The bias the input GEMM adds once per row, by the cell's rule (traits' kBiasFold).
+template <typename Cell>
+at::Tensor folded_bias(const LayerArgs& args, int64_t hidden) {
+  if constexpr (Cell::kBiasFold == BiasFold::kAllButHiddenLastGate) {
+    if (!args.b_hh().has_value()) return sum_biases(args.b_ih(), std::nullopt);
+    const int64_t kept = (Cell::kGates - 1) * hidden;
+    const at::Tensor b_hh = at::cat({args.b_hh()->narrow(0, 0, kept),
+                                     at::zeros({hidden}, args.b_hh()->options())});
+    return sum_biases(args.b_ih(), b_hh);
+  } else if constexpr (Cell::kBiasFold == BiasFold::kAll) {
+    return sum_biases(args.b_ih(), args.b_hh());
+  } else {
+    return at::Tensor();
+  }
+}
+
+// The step's extra inputs (traits' kInputs): their tensors (undefined where absent), widths, and
+// whether each is per row; and for each, whether it gets a gradient summed over the rows
+// (add_input_grad), and into which of the LayerArgs params that goes.
+struct StepInputs {
+  std::vector<at::Tensor> tensors;
+  std::vector<int64_t> widths;
+  std::vector<bool> per_row;
+  std::vector<int64_t> grad_of;  // index in LayerArgs::params, or -1: no gradient
+};
+
+template <typename Cell>
+StepInputs step_inputs(const LayerArgs& args, int64_t hidden) {
+  StepInputs inputs;
+  for (const StepInputSpec& input : Cell::kInputs) {
+    at::Tensor tensor;
+    bool per_row = false;
+    int64_t grad_of = -1;
+    switch (input.source) {
+      case InputSource::kHiddenBiasLastGate:
+        if (args.b_hh().has_value()) {
+          tensor = args.b_hh()->narrow(0, (Cell::kGates - 1) * hidden, hidden).contiguous();
+        }
+        break;
+      case InputSource::kInputBias:
+      case InputSource::kHiddenBias:
+        grad_of = input.source == InputSource::kInputBias ? 2 : 3;
+        tensor = args.params[grad_of].value_or(at::Tensor());
+        break;
+      case InputSource::kRecurrentWeight:
+        tensor = args.w_hh();
+        grad_of = 1;
+        break;
+      case InputSource::kParam: {
+        const int64_t index = 4 + input.param;
+        tensor = args.params[index].value_or(at::Tensor());
+        per_row = Cell::kParams[input.param].role == ParamRole::kRowInput;
+        if (!per_row) grad_of = index;
+        break;
+      }
+    }
+    inputs.widths.push_back(input.source == InputSource::kParam
+                                ? Cell::kParams[input.param].blocks * hidden
+                                : tensor.defined() ? tensor.numel() : hidden);
+    inputs.tensors.push_back(tensor);
+    inputs.per_row.push_back(per_row);
+    inputs.grad_of.push_back(grad_of);
+  }
+  return inputs;
+}
+
+// What both directions' params share, filled from a zeroed struct.
+// `offset`: the step's first packed row, where a per-row input's rows start.
+template <typename T, typename Params>
+Params step_params(int64_t rows, int64_t offset, int64_t hidden, const StepInputs& inputs,
+                   const std::vector<double>& scalars) {
+  Params p = {};
+  p.rows = rows;
+  p.hidden = hidden;
+  for (size_t i = 0; i < inputs.tensors.size(); ++i) {
+    T* data = data_or_null<T>(inputs.tensors[i]);
+    if (data != nullptr && inputs.per_row[i]) data += offset * inputs.widths[i];
+    p.inputs[i] = {data, inputs.widths[i], inputs.per_row[i]};
+  }
+  for (size_t i = 0; i < scalars.size(); ++i) p.scalars[i] = scalars[i];
+  return p;
+}
+
+// Copies h_{t-1} of step t's rows among the batch rows [begin, end) into `h_prev` ([N, P], rows
+// of step t): rows that continue come from the previous step's output rows, rows that start here
+// from h0.
+template <typename Backend, typename T>
+void gather_previous_state(const StepSchedule& schedule, int64_t t, int64_t begin, int64_t end,
+                           const T* output, const T* h0, T* h_prev, int64_t width) {
+  const int64_t rows = schedule.rows_in(t, begin, end);
+  const int64_t continuing = schedule.continuing_in(t, begin, end);
+  T* dst = h_prev + (schedule.offset(t) + begin) * width;
+  if (continuing > 0) {
+    Backend::copy(dst, output + (schedule.offset(schedule.previous(t)) + begin) * width,
+                  continuing * width);
+  }
+  if (continuing < rows) {
+    Backend::copy(dst + continuing * width, h0 + (begin + continuing) * width,
+                  (rows - continuing) * width);
+  }
+}
+
+// The per-step GEMMs of one batch slice: the recurrent one where the recurrence is dense
+// (forward: h_{t-1} W_hh^T; backward: dL/d hidden_gates W_hh, added to what the step left with
+// `accumulate`) and the projection's where there is one (h W_hr^T; dL/dh W_hr).
+template <typename Gemm>
+struct SliceGemms {
+  std::optional<Gemm> recurrent, projection;
+
+  SliceGemms(const LayerArgs& args, const OptionalTensor& w_hr, bool dense, bool forward,
+             bool accumulate, int64_t rows, int64_t steps) {
+    if (dense) recurrent.emplace(args.w_hh(), /*transposed=*/forward, rows, steps, accumulate);
+    if (w_hr.has_value()) {
+      projection.emplace(*w_hr, /*transposed=*/forward, rows, steps, /*accumulate=*/false);
+    }
+  }
+};
+
+template <typename Cell>
+constexpr bool has_projection() {
+  for (const ParamSpec& param : Cell::kParams) {
+    if (param.role == ParamRole::kProjection) return true;
+  }
+  return false;
+}
+
+template <typename Cell>
+void check_traits() {
+  static_assert(Cell::kStates.size() <= kMaxStates && Cell::kInputs.size() <= kMaxInputs &&
+                    Cell::kScalars <= kMaxScalars,
+                "raise kMaxStates, kMaxInputs or kMaxScalars (csrc/kernels/params.h)");
+  static_assert(Cell::kRecurrence == Recurrence::kDense || Cell::kDirectHiddenGrad,
+                "without a recurrent GEMM the step writes all of dL/dh_{t-1}");
+  static_assert(!(has_projection<Cell>() && Cell::kDirectHiddenGrad),
+                "a projection carries dL/dh at the projected width, where a direct part cannot go");
+}
+
+}  // namespace layer_detail
+
+template <typename Cell, typename Backend>
+LayerOutputs layer_forward(const LayerArgs& args, bool train) {
+  using namespace layer_detail;
+  check_traits<Cell>();
+  const CellSignature& cell = cell_signature<Cell>();
+  const LayerShape s = check_layer_args(cell.forward_op, cell, args);
+  const StepSchedule schedule(args.batch_sizes, args.reverse);
+  const int64_t H = s.hidden, G = Cell::kGates, R = Cell::kReserve;
+  constexpr bool dense = Cell::kRecurrence == Recurrence::kDense;
+  const int64_t projection = cell.param_index(ParamRole::kProjection);
+  const OptionalTensor w_hr = projection >= 0 ? args.params[projection] : std::nullopt;
+  const bool projected = w_hr.has_value();
+  const auto options = args.input.options();
+
+  const at::Tensor input_gates =
+      Backend::addmm(folded_bias<Cell>(args, H), args.input, args.w_ih().t());  // [N, G*H]
+  const StepInputs inputs = step_inputs<Cell>(args, H);
+  at::Tensor output = at::empty({s.rows, s.state}, options);
+  std::vector<at::Tensor> states;  // [B, width] each, the initial states' copies; end as finals
+  for (const at::Tensor& initial : args.states) states.push_back(initial.clone());
+  at::Tensor hidden_gates = dense ? at::empty({s.batch, G * H}, options) : at::Tensor();
+  at::Tensor reserve = R > 0 ? at::empty({train ? s.rows : 0, R * H}, options)
+                             : at::empty({0}, options);
+  at::Tensor unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
+                                  "layer_forward", [&] {
+    using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
+    const StepProblem problem{s.batch, G * H, s.state, dense};
+    Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
+      Gemms gemms(args, w_hr, dense, /*forward=*/true, /*accumulate=*/false, end - begin,
+                  schedule.steps());
+      scalar_t* h_rows = states[0].data_ptr<scalar_t>() + begin * s.state;
+      scalar_t* unprojected_rows = projected ? unprojected.data_ptr<scalar_t>() + begin * H
+                                             : nullptr;
+      scalar_t* hidden_gate_rows = dense ? hidden_gates.data_ptr<scalar_t>() + begin * G * H
+                                         : nullptr;
+      for (int64_t k = 0; k < schedule.steps(); ++k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        if (dense) gemms.recurrent->run(h_rows, hidden_gate_rows, rows);
+        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, inputs,
+                                                                     args.scalars);
+        p.input_gates = input_gates.data_ptr<scalar_t>() + offset * G * H;
+        p.hidden_gates = hidden_gate_rows;
+        p.states[0] = projected ? unprojected_rows : h_rows;
+        for (size_t j = 1; j < states.size(); ++j) {
+          p.states[j] = states[j].data_ptr<scalar_t>() + begin * H;
+        }
+        p.output = projected ? nullptr : output.data_ptr<scalar_t>() + offset * H;
+        p.reserve = train && R > 0 ? reserve.data_ptr<scalar_t>() + offset * R * H : nullptr;
+        Backend::template forward<Cell>(p);
+        if (projected) {
+          scalar_t* out_rows = output.data_ptr<scalar_t>() + offset * s.state;
+          gemms.projection->run(unprojected_rows, out_rows, rows);
+          Backend::copy(h_rows, out_rows, rows * s.state);
+        }
+      }
+    });
+  });
+  return {output, states, reserve};
+}
+
+// grads: dL/d output [N, P] and dL/d each final state; output and reserve as the forward (with
+// train) returned them.
+template <typename Cell, typename Backend>
+LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
+                          const std::vector<at::Tensor>& grad_states, const at::Tensor& output,
+                          const at::Tensor& reserve) {
+  using namespace layer_detail;
+  check_traits<Cell>();
+  const CellSignature& cell = cell_signature<Cell>();
+  const std::string& op = cell.backward_op;
+  const LayerShape s = check_layer_args(op, cell, args);
+  const int64_t H = s.hidden, G = Cell::kGates, R = Cell::kReserve;
+  constexpr bool dense = Cell::kRecurrence == Recurrence::kDense;
+  const at::Tensor& input = args.input;
+  check_tensor_arg(op, "grad_output", grad_output, input, {s.rows, s.state});
+  TORCH_CHECK(grad_states.size() == args.states.size(), op, ": expected ", args.states.size(),
+              " state gradients, got ", grad_states.size());
+  for (size_t j = 0; j < grad_states.size(); ++j) {
+    check_tensor_arg(op, "grad_" + cell.states[j] + "_n", grad_states[j], input,
+                     {s.batch, j == 0 ? s.state : H});
+  }
+  check_tensor_arg(op, "output", output, input, {s.rows, s.state});
+  if (R > 0) {
+    check_defined(op, "reserve", reserve);
+    TORCH_CHECK(reserve.numel() > 0, op,
+                ": reserve is empty: the forward ran with train=False, which saves nothing for "
+                "the backward");
+    check_tensor_arg(op, "reserve", reserve, input, {s.rows, R * H});
+  }
+  const StepSchedule schedule(args.batch_sizes, args.reverse);
+  const int64_t projection = cell.param_index(ParamRole::kProjection);
+  const OptionalTensor w_hr = projection >= 0 ? args.params[projection] : std::nullopt;
+  const bool projected = w_hr.has_value();
+  const auto options = input.options();
+
+  const StepInputs inputs = step_inputs<Cell>(args, H);
+  at::Tensor grad_input_gates = at::empty({s.rows, G * H}, options);
+  at::Tensor grad_hidden_gates =
+      Cell::kSeparateHiddenGrad ? at::empty({s.rows, G * H}, options) : grad_input_gates;
+  at::Tensor h_prev = at::empty({s.rows, s.state}, options);  // h_{t-1} of every row
+  std::vector<at::Tensor> grads;  // [B, width] carried dL/d state, ending as the initial's
+  for (const at::Tensor& g : grad_states) grads.push_back(g.clone());
+  // Each batch row's part of dL/d a per-layer input that is a param (w_hh without a dense
+  // recurrence, a kStepParam), added to step after step and summed over the rows at the end.
+  std::vector<at::Tensor> input_grads(inputs.tensors.size());
+  for (size_t i = 0; i < inputs.tensors.size(); ++i) {
+    if (inputs.grad_of[i] >= 0 && inputs.tensors[i].defined()) {
+      input_grads[i] = at::zeros({s.batch, inputs.widths[i]}, options);
+    }
+  }
+  // With a projection, dL/dh_t (width P) goes through W_hr to the cell (width H) by a GEMM; the
+  // per-row dL/dh_t and unprojected h_t are kept for dW_hr.
+  at::Tensor grad_h_rows = projected ? at::empty({s.rows, s.state}, options) : at::Tensor();
+  at::Tensor h_unprojected = projected ? at::empty({s.rows, H}, options) : at::Tensor();
+  at::Tensor grad_unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "layer_backward", [&] {
+    using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
+    const StepProblem problem{s.batch, G * H, s.state, dense};
+    Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
+      // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}.
+      Gemms gemms(args, w_hr, dense, /*forward=*/false, Cell::kDirectHiddenGrad, end - begin,
+                  schedule.steps());
+      scalar_t* grad_h_carried = grads[0].data_ptr<scalar_t>() + begin * s.state;
+      for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
+        const int64_t t = schedule.step(k);
+        const int64_t rows = schedule.rows_in(t, begin, end);
+        if (rows == 0) continue;
+        const int64_t offset = schedule.offset(t) + begin;
+        const int64_t continuing = schedule.continuing_in(t, begin, end);
+        gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
+                                       args.states[0].data_ptr<scalar_t>(),
+                                       h_prev.data_ptr<scalar_t>(), s.state);
+        auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(rows, offset, H, inputs,
+                                                                      args.scalars);
+        p.reserve = R > 0 ? reserve.data_ptr<scalar_t>() + offset * R * H : nullptr;
+        p.continuing = continuing;
+        p.reserve_previous =
+            R > 0 && continuing > 0
+                ? reserve.data_ptr<scalar_t>() +
+                      (schedule.offset(schedule.previous(t)) + begin) * R * H
+                : nullptr;
+        for (size_t j = 1; j < grads.size(); ++j) {
+          p.initial[j] = args.states[j].data_ptr<scalar_t>() + begin * H;
+          p.grad_states[j] = grads[j].data_ptr<scalar_t>() + begin * H;
+        }
+        p.grad_input_gates = grad_input_gates.data_ptr<scalar_t>() + offset * G * H;
+        p.grad_hidden_gates = grad_hidden_gates.data_ptr<scalar_t>() + offset * G * H;
+        for (size_t i = 0; i < input_grads.size(); ++i) {
+          p.grad_inputs[i] = input_grads[i].defined()
+                                 ? input_grads[i].data_ptr<scalar_t>() + begin * inputs.widths[i]
+                                 : nullptr;
+        }
+        if (projected) {
+          at::Tensor grad_h_step = grad_h_rows.narrow(0, offset, rows);
+          at::add_out(grad_h_step, grads[0].narrow(0, begin, rows),
+                      grad_output.narrow(0, offset, rows));
+          scalar_t* grad_unprojected_rows = grad_unprojected.data_ptr<scalar_t>() + begin * H;
+          gemms.projection->run(grad_h_step.data_ptr<scalar_t>(), grad_unprojected_rows, rows);
+          p.grad_states[0] = grad_unprojected_rows;
+          p.unprojected = h_unprojected.data_ptr<scalar_t>() + offset * H;
+        } else {
+          p.grad_states[0] = grad_h_carried;
+          p.grad_output = grad_output.data_ptr<scalar_t>() + offset * H;
+          p.output = output.data_ptr<scalar_t>() + offset * H;
+          p.h_previous = h_prev.data_ptr<scalar_t>() + offset * H;
+        }
+        Backend::template backward<Cell>(p);
+        if (dense) gemms.recurrent->run(p.grad_hidden_gates, grad_h_carried, rows);
+      }
+    });
+  });
+
+  LayerGrads result;
+  result.input = Backend::addmm({}, grad_input_gates, args.w_ih());
+  result.states = grads;
+  result.params = {Backend::addmm({}, grad_input_gates.t(), input),
+                   dense ? Backend::addmm({}, grad_hidden_gates.t(), h_prev) : at::Tensor()};
+  if constexpr (Cell::kBiasFold != BiasFold::kNone) {
+    // A folded bias adds to every row's pre-activation: its gradient is their sum.
+    const at::Tensor grad_b_ih = grad_input_gates.sum(0);
+    const at::Tensor grad_b_hh =
+        Cell::kSeparateHiddenGrad ? grad_hidden_gates.sum(0) : grad_b_ih;
+    result.params.push_back(grad_or_empty(args.b_ih(), grad_b_ih));
+    // Never the same tensor twice: an operator's results must not alias.
+    result.params.push_back(grad_or_empty(
+        args.b_hh(),
+        args.b_ih().has_value() && !Cell::kSeparateHiddenGrad ? grad_b_hh.clone() : grad_b_hh));
+  }
+  // The projection's, those the steps added up, and for the rest (absent params, per-row inputs)
+  // an empty tensor.
+  result.params.resize(args.params.size());
+  if (projected) result.params[projection] = Backend::addmm({}, grad_h_rows.t(), h_unprojected);
+  for (size_t i = 0; i < input_grads.size(); ++i) {
+    if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
+  }
+  for (at::Tensor& grad : result.params) {
+    if (!grad.defined()) grad = at::empty({0}, options);
+  }
+  return result;
+}
+
+}  // namespace rnnkernels

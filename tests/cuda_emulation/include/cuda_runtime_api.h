@@ -1,0 +1,3 @@
+// Stands in for the CUDA toolkit's cuda_runtime_api.h when csrc/kernels compile as host C++ (cuda_emulation.h).
+#pragma once
+#include "cuda_emulation.h"

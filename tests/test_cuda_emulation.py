@@ -1,0 +1,195 @@
+"""The CUDA kernels (csrc/kernels/*.cu) executed on the CPU: compiled as host C++ under the
+project's CUDA emulation (tests/cuda_emulation/), behind the same step loops as the CPU path,
+and compared with that path, forward and backward, for every cell, direction and dtype, with
+grids capped below the work so that the kernels' grid-stride loops wrap.
+
+Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
+the library takes yet (no dense recurrence, a reduction over the row, a param with a gradient of
+its own, a per-row input, a scalar): on the CPU driver and its recomputation for double backward
+against a PyTorch reference, and on the emulated CUDA kernels against the CPU driver.
+
+The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
+arguments of torch.ops.rnnkernels.layer and layer_backward; the tests' cell's CPU ones are
+torch.ops.rnnkernels_test.*. Building them takes a minute or two the first time (torch's
+extension cache keeps the build)."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.utils.cpp_extension
+
+import rnnkernels  # noqa: F401  (importing it registers the CPU operators)
+
+ROOT = Path(__file__).resolve().parents[1]
+EMULATION = ROOT / "tests" / "cuda_emulation"
+
+TEST_CELL = "centred_indrnn"
+GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, TEST_CELL: 1}
+SCALE = 0.9  # the tests' cell's scalar
+DTYPES = {
+    "f64": torch.float64,
+    "f32": torch.float32,
+    "f16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+# Both sides run the same math in the same order but for the activations (the CPU path's
+# vectorised exp and tanh for float32 and float64, a few ulp from the C library's) and, for
+# float32, the GEMMs (oneDNN against ATen's). The half types run scalar float math and ATen's
+# GEMMs on both sides: equal but for a last-bit rounding here and there. Each bound is far below
+# what a wrong index, gate or step makes.
+TOL = {
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+    torch.float32: dict(rtol=5e-5, atol=5e-5),
+    torch.float16: dict(rtol=1e-3, atol=1e-3),
+    torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
+}
+# 256 threads a block: one block covers 256 elements of a step, so a limit of one block makes the
+# loop wrap at the sizes below (9 rows x 37 units at the first step); 0 is no limit.
+GRID_LIMITS = {"grid1": 1, "full": 0}
+BATCH_SIZES = (9, 9, 7, 2, 1)
+INPUT, HIDDEN, PROJ = 11, 37, 13
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    """The emulated extension module (importing it registers torch.ops.rnnkernels_emulated and
+    torch.ops.rnnkernels_test)."""
+    build = Path(torch.utils.cpp_extension._get_build_directory("rnnkernels_emulated", False))
+    # One host C++ file per kernel file: cpp_extension would hand a .cu to nvcc.
+    wrappers = []
+    for kernel in sorted((ROOT / "csrc" / "kernels").glob("*.cu")):
+        wrapper = build / f"{kernel.stem}_cu.cpp"
+        text = f'#include "{kernel}"\n'
+        if not wrapper.exists() or wrapper.read_text() != text:
+            wrapper.write_text(text)
+        wrappers.append(str(wrapper))
+    module = torch.utils.cpp_extension.load(
+        name="rnnkernels_emulated",
+        sources=[*(str(EMULATION / name) for name in
+                   ("emulated_layers.cpp", "test_cells_cpu.cpp", "test_cells_cu.cpp")),
+                 str(ROOT / "csrc" / "layer" / "layer_common.cpp"), *wrappers],
+        extra_include_paths=[str(EMULATION / "include"), str(ROOT / "csrc"),
+                             str(ROOT / "include")],
+        extra_cflags=["-O2"],
+        build_directory=str(build),
+        verbose=os.environ.get("RNNKERNELS_VERBOSE_BUILD") == "1",
+    )
+    yield module
+    module.set_grid_limit(0)
+
+
+def make_args(cell, dtype):
+    """The arguments of the layer operator for ``cell``: (name, input, batch_sizes, states,
+    params, scalars); weights ~ N(0, 1/H) keep the gates away from saturation."""
+    gen = torch.Generator().manual_seed(sum(map(ord, cell)))
+
+    def randn(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    gates, lstm = GATES[cell], cell.startswith("lstm")
+    state = PROJ if cell == "lstm_proj" else HIDDEN
+    rows, batch, scale = sum(BATCH_SIZES), BATCH_SIZES[0], HIDDEN**-0.5
+    input = randn(rows, INPUT)
+    states = [randn(batch, state, scale=0.5)]
+    params = [randn(gates * HIDDEN, INPUT, scale=scale), randn(gates * HIDDEN, state, scale=scale),
+              randn(gates * HIDDEN, scale=0.5), randn(gates * HIDDEN, scale=0.5)]
+    scalars = []
+    if lstm:
+        states.append(randn(batch, HIDDEN, scale=0.5))
+        params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
+    if cell == TEST_CELL:
+        # u instead of a matrix w_hh; gain; a mask of zeros and ones, as zoneout's.
+        params[1] = randn(HIDDEN, scale=0.5)
+        mask = torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < 0.7
+        params += [1 + randn(HIDDEN, scale=0.2), mask.to(dtype)]
+        scalars = [SCALE]
+    name = "lstm" if lstm else cell
+    return name, input, torch.tensor(BATCH_SIZES), states, params, scalars
+
+
+def output_grads(outputs):
+    """Fixed random gradients for the forward's output and final states."""
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o.dtype) for o in outputs]
+
+
+def run(namespace, cell, dtype, reverse):
+    """Forward (train=True) and backward of ``cell``'s layer in ``namespace``: the forward's
+    output and final states, then the gradients of input, states and params, given fixed
+    gradients of the output and final states."""
+    ops = getattr(torch.ops, namespace)
+    name, input, batch_sizes, states, params, scalars = make_args(cell, dtype)
+    output, finals, reserve = ops.layer(name, input, batch_sizes, states, params, scalars,
+                                        reverse, True)
+    grad_output, *grad_finals = output_grads([output, *finals])
+    grad_input, grad_states, grad_params = ops.layer_backward(
+        name, grad_output, grad_finals, input, batch_sizes, states, params, scalars, output,
+        reserve, reverse)
+    return [output, *finals, grad_input, *grad_states, *grad_params]
+
+
+@pytest.mark.parametrize("grid", GRID_LIMITS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", GATES)
+def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
+    dtype = DTYPES[dtype]
+    emulated.set_grid_limit(GRID_LIMITS[grid])
+    got = run("rnnkernels_emulated", cell, dtype, reverse)
+    want = run("rnnkernels_test" if cell == TEST_CELL else "rnnkernels", cell, dtype, reverse)
+    assert len(got) == len(want)
+    for index, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, index
+        torch.testing.assert_close(g, w, **TOL[dtype], msg=lambda m: f"result {index}: {m}")
+
+
+def reference_of_test_cell(input, batch_sizes, h0, w_ih, u, b_ih, b_hh, gain, mask, scale,
+                           reverse):
+    """The tests' cell (tests/cuda_emulation/test_cells.h) step by step in PyTorch: output and
+    final h."""
+    sizes = batch_sizes.tolist()
+    offsets = [sum(sizes[:t]) for t in range(len(sizes))]
+    order = reversed(range(len(sizes))) if reverse else range(len(sizes))
+    h, outputs = h0, [None] * len(sizes)
+    for t in order:
+        rows, offset = sizes[t], offsets[t]
+        h_prev, m = h[:rows], mask[offset:offset + rows]
+        pre = input[offset:offset + rows] @ w_ih.t() + b_ih + b_hh + u * h_prev
+        c = pre - pre.mean(1, keepdim=True)
+        new = m * torch.tanh(scale * gain * c) + (1 - m) * h_prev
+        h = torch.cat([new, h[rows:]])
+        outputs[t] = new
+    return torch.cat(outputs), h
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_test_cell_matches_its_reference(emulated, reverse):
+    """The CPU driver's forward and backward, and the recomputation that double backward
+    differentiates, against the reference in float64."""
+    name, input, batch_sizes, states, params, scalars = make_args(TEST_CELL, torch.float64)
+    output, finals, reserve = torch.ops.rnnkernels_test.layer(
+        name, input, batch_sizes, states, params, scalars, reverse, True)
+    leaves = [t.clone().requires_grad_() for t in [input, states[0], *params[:5]]]
+    want = reference_of_test_cell(leaves[0], batch_sizes, leaves[1], *leaves[2:], params[5],
+                                  SCALE, reverse)
+    torch.testing.assert_close(output, want[0])
+    torch.testing.assert_close(finals[0], want[1])
+
+    grads = output_grads([output, *finals])
+    grad_input, grad_states, grad_params = torch.ops.rnnkernels_test.layer_backward(
+        name, grads[0], grads[1:], input, batch_sizes, states, params, scalars, output, reserve,
+        reverse)
+    expected = torch.autograd.grad(want, leaves, grads)
+    for got, wanted in zip([grad_input, *grad_states, *grad_params[:5]], expected):
+        torch.testing.assert_close(got, wanted)
+    assert grad_params[5].numel() == 0  # the mask, a per-row input, has none
+
+    recomputed = torch.ops.rnnkernels_test.differentiable_layer(
+        name, leaves[0], batch_sizes, [leaves[1]], [*leaves[2:], params[5]], scalars, reverse)
+    torch.testing.assert_close(recomputed[0], want[0])
+    torch.testing.assert_close(recomputed[1][0], want[1])
+    differentiated = torch.autograd.grad([recomputed[0], *recomputed[1]], leaves, grads)
+    for got, wanted in zip(differentiated, expected):
+        torch.testing.assert_close(got, wanted)
