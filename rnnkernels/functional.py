@@ -1,7 +1,7 @@
 """Functional forms of the multi-layer LSTM, GRU and RNN.
 
 Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
-or ``rnn`` (csrc/stacked.cpp). That operator normalises the input to time-major packed rows plus
+or ``rnn`` (csrc/ops/stacked.cpp). That operator normalises the input to time-major packed rows plus
 ``batch_sizes`` (a padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free
 view), and runs one ``*_layer`` operator per layer and direction, with dropout between layers.
 
