@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATION = ROOT / "tests" / "cuda_emulation"
 
 TEST_CELL = "centred_indrnn"
-GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, TEST_CELL: 1}
+GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
+         "indrnn_relu": 1, TEST_CELL: 1}
+# The cells without a dense recurrence: w_hh is u [H], one weight per unit.
+ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
 SCALE = 0.9  # the tests' cell's scalar
 DTYPES = {
     "f64": torch.float64,
@@ -99,9 +102,10 @@ def make_args(cell, dtype):
     if lstm:
         states.append(randn(batch, HIDDEN, scale=0.5))
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
-    if cell == TEST_CELL:
-        # u instead of a matrix w_hh; gain; a mask of zeros and ones, as zoneout's.
+    if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
+    if cell == TEST_CELL:
+        # gain; a mask of zeros and ones, as zoneout's.
         mask = torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < 0.7
         params += [1 + randn(HIDDEN, scale=0.2), mask.to(dtype)]
         scalars = [SCALE]
