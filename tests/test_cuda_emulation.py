@@ -4,8 +4,8 @@ and compared with that path, forward and backward, for every cell, direction and
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
 Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
-the library takes yet (no dense recurrence, a reduction over the row, a param with a gradient of
-its own, a per-row input, a scalar): on the CPU driver and its recomputation for double backward
+the library takes yet (a reduction over the row, a param with a gradient of its own, a per-row
+input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for double backward
 against a PyTorch reference, and on the emulated CUDA kernels against the CPU driver.
 
 The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
