@@ -4,10 +4,11 @@
 Two independent oracles: ``rnnkernels.reference`` (a PyTorch loop) for the operators and the
 module, and torch.nn.RNN, which is an IndRNN when its ``weight_hh`` is the diagonal matrix of
 IndRNN's vector: same outputs and final states, and the diagonal of its ``weight_hh`` gradient is
-IndRNN's. Also float64 gradcheck and gradgradcheck, opcheck, dropout, torch.compile and
-torch.export, and torch.nn.RNN's errors for bad arguments. The emulated CUDA kernels are checked
+IndRNN's. Also float64 gradcheck and gradgradcheck, opcheck, dropout, torch.compile,
+torch.export, autocast, ONNX export, and torch.nn.RNN's errors for bad arguments. The emulated CUDA kernels are checked
 against the CPU path in test_cuda_emulation.py."""
 
+import io
 import warnings
 
 import pytest
@@ -321,6 +322,47 @@ def test_torch_export(assert_close):
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
     assert "rnnkernels.stacked.default" in targets
     assert_close(list(program.module()(x)), list(ours(x)))
+
+
+def test_autocast_runs_in_the_autocast_dtype():
+    """Under CPU bfloat16 autocast the layer runs in bfloat16 (as torch.nn.RNN's results come out
+    there), close to float32's, and float32 parameters get float32 gradients."""
+    ours = make_module(dtype=torch.float32, num_layers=2)
+    input, hx = make_input("padded", ours, torch.float32, with_hx=True)
+    want = ours(input, hx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ours(input, hx)
+    assert [t.dtype for t in got] == [torch.bfloat16] * 2
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.float(), w, rtol=5e-2, atol=5e-2)
+    sum(t.float().sum() for t in got).backward()
+    assert all(p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0
+               for p in ours.parameters())
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_onnx_export_runs_the_reference_in_onnxruntime(dynamo):
+    """ONNX has no IndRNN: the export holds the reference's steps in standard operators, and
+    onnxruntime gives eager's results."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    ours = make_module(dtype=torch.float32, num_layers=2, bidirectional=True).eval()
+    x = torch.randn(5, 2, INPUT)
+    if dynamo:
+        proto = torch.onnx.export(ours, (x,), dynamo=True, verbose=False).model_proto
+    else:
+        buffer = io.BytesIO()
+        torch.onnx.export(ours, (x,), buffer, dynamo=False)
+        proto = onnx.load_from_string(buffer.getvalue())
+    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}
+    session = ort.InferenceSession(proto.SerializeToString())
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = ours(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(torch.from_numpy(g), w, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
