@@ -1,9 +1,10 @@
 """Functional forms of the multi-layer LSTM, GRU, RNN and IndRNN.
 
 Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
-or ``rnn``, or for IndRNN the generic ``stacked`` (csrc/ops/stacked.cpp). That operator normalises the input to time-major packed rows plus
-``batch_sizes`` (a padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free
-view), and runs one ``*_layer`` operator per layer and direction, with dropout between layers.
+or ``rnn``, or for IndRNN the generic ``stacked`` (csrc/ops/stacked.cpp). That operator
+normalises the input to time-major packed rows plus ``batch_sizes`` (a padded ``[T, B, I]`` batch
+is the case where every step has ``B`` rows: a free view), and runs one layer operator per layer
+and direction, with dropout between layers.
 
 Arguments (as ``torch._VF.lstm`` & co.):
 

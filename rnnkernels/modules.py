@@ -18,9 +18,10 @@ Two consequences of being torch.nn's classes:
   traces our operators. The package never sets it: it would change how the user's own torch.nn
   layers compile.
 
-``IndRNN`` has no torch.nn class: it is a ``torch.nn.RNNBase`` (not an ``RNN``) with torch.nn.RNN's
-arguments, parameter names, initialisation, inputs, outputs and checks, whose recurrent weights
-are vectors; it exports to ONNX as ``rnnkernels.reference``'s steps.
+``IndRNN`` has no torch.nn class: it is a ``torch.nn.RNNBase`` (not an ``RNN``, so Dynamo traces
+it without ``allow_rnn``) with torch.nn.RNN's arguments, parameter names, initialisation, inputs,
+outputs and checks, whose recurrent weights are vectors; it exports to ONNX as
+``rnnkernels.reference``'s steps.
 """
 
 import torch

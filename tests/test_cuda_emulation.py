@@ -5,8 +5,9 @@ grids capped below the work so that the kernels' grid-stride loops wrap.
 
 Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
 the library takes yet (a reduction over the row, a param with a gradient of its own, a per-row
-input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for double backward
-against a PyTorch reference, and on the emulated CUDA kernels against the CPU driver.
+input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for
+double backward against a PyTorch reference, and on the emulated CUDA kernels against the CPU
+driver.
 
 The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
 arguments of torch.ops.rnnkernels.layer and layer_backward; the tests' cell's CPU ones are

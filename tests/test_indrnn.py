@@ -5,8 +5,8 @@ Two independent oracles: ``rnnkernels.reference`` (a PyTorch loop) for the opera
 module, and torch.nn.RNN, which is an IndRNN when its ``weight_hh`` is the diagonal matrix of
 IndRNN's vector: same outputs and final states, and the diagonal of its ``weight_hh`` gradient is
 IndRNN's. Also float64 gradcheck and gradgradcheck, opcheck, dropout, torch.compile,
-torch.export, autocast, ONNX export, and torch.nn.RNN's errors for bad arguments. The emulated CUDA kernels are checked
-against the CPU path in test_cuda_emulation.py."""
+torch.export, autocast, ONNX export, and torch.nn.RNN's errors for bad arguments. The emulated
+CUDA kernels are checked against the CPU path in test_cuda_emulation.py."""
 
 import io
 import warnings
