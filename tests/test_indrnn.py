@@ -203,9 +203,11 @@ def make_input(form, ours, dtype, with_hx):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_module_matches_torch_nn_rnn_with_diagonal_weight_hh(config, form, nonlinearity, dtype,
                                                              assert_close):
+    """Padded input from the default (zero) state, packed (unsorted) and unbatched input from a
+    given one."""
     ours = make_module(nonlinearity, dtype, **config)
     twin = rnn_twin(ours)
-    input, hx = make_input(form, ours, dtype, with_hx=form != "unbatched")
+    input, hx = make_input(form, ours, dtype, with_hx=form != "padded")
     data = input.data if isinstance(input, PackedSequence) else input
     data.requires_grad_()
     leaves = [data] + ([hx.requires_grad_()] if hx is not None else [])
