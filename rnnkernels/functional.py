@@ -1,9 +1,10 @@
-"""Functional forms of the multi-layer LSTM, GRU and RNN.
+"""Functional forms of the multi-layer LSTM, GRU, RNN and IndRNN.
 
 Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
-or ``rnn`` (csrc/ops/stacked.cpp). That operator normalises the input to time-major packed rows plus
-``batch_sizes`` (a padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free
-view), and runs one ``*_layer`` operator per layer and direction, with dropout between layers.
+or ``rnn``, or for IndRNN the generic ``stacked`` (csrc/ops/stacked.cpp). That operator
+normalises the input to time-major packed rows plus ``batch_sizes`` (a padded ``[T, B, I]`` batch
+is the case where every step has ``B`` rows: a free view), and runs one layer operator per layer
+and direction, with dropout between layers.
 
 Arguments (as ``torch._VF.lstm`` & co.):
 
@@ -12,7 +13,7 @@ Arguments (as ``torch._VF.lstm`` & co.):
 - ``hx``: ``h0 [L*D, B, P]`` (for LSTM a tuple ``(h0, c0 [L*D, B, H])``), layer-major, in the
   order of the packed batch;
 - ``weights``: the flat list of ``torch.nn.RNNBase._flat_weights``: per layer and direction
-  ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``.
+  ``w_ih, w_hh[, b_ih, b_hh][, w_hr]`` (IndRNN's ``w_hh`` is ``[H]``).
 
 They return ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``) with ``output`` ``[T, B, D*P]``
 (``[B, T, D*P]`` if ``batch_first``, ``[N, D*P]`` when packed).
@@ -28,7 +29,7 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["lstm", "gru", "rnn"]
+__all__ = ["lstm", "gru", "rnn", "indrnn"]
 
 
 def autocast_dtype(input):
@@ -152,4 +153,17 @@ def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropou
 
     output, h_n = ops.rnn(input, batch_sizes, hx, weights, nonlinearity, bias, num_layers,
                           dropout, training, bidirectional, batch_first)
+    return output, h_n
+
+
+def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,
+           training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer IndRNN (Li et al. 2018), ``h_t = act(x W_ih^T + b_ih + w_hh * h_{t-1} + b_hh)``
+    with ``w_hh`` ``[H]``, ``nonlinearity`` (act) ``"relu"`` or ``"tanh"``; the cell
+    ``indrnn_<nonlinearity>`` of ``torch.ops.rnnkernels.stacked``. Returns ``(output, h_n)``, in
+    the autocast dtype under autocast."""
+    _, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
+
+    output, (h_n,) = ops.stacked(f"indrnn_{nonlinearity}", input, batch_sizes, [hx], weights, [],
+                                 bias, num_layers, dropout, training, bidirectional, batch_first)
     return output, h_n

@@ -17,6 +17,11 @@ Two consequences of being torch.nn's classes:
   ``torch._dynamo.config.allow_rnn = True``; with that flag set by the user, ``torch.compile``
   traces our operators. The package never sets it: it would change how the user's own torch.nn
   layers compile.
+
+``IndRNN`` has no torch.nn class: it is a ``torch.nn.RNNBase`` (not an ``RNN``, so Dynamo traces
+it without ``allow_rnn``) with torch.nn.RNN's arguments, parameter names, initialisation, inputs,
+outputs and checks, whose recurrent weights are vectors; it exports to ONNX as
+``rnnkernels.reference``'s steps.
 """
 
 import torch
@@ -26,7 +31,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import functional, reference
 from ._ops import ops
 
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LSTMCell", "GRUCell", "RNNCell"]
 
 
 def _scalar_type_name(dtype):
@@ -227,6 +232,52 @@ class RNN(_Recurrent, nn.RNN):
                               batch_sizes=batch_sizes, **self._options())
 
 
+class IndRNN(_Recurrent):
+    """Independently recurrent network (Li et al. 2018), ``h_t = act(x_t W_ih^T + b_ih + w_hh *
+    h_{t-1} + b_hh)``, ``act`` relu or tanh: torch.nn.RNN's arguments (``input_size,
+    hidden_size, num_layers=1, nonlinearity='relu', bias=True, batch_first=False, dropout=0.0,
+    bidirectional=False, device=None, dtype=None``), inputs, outputs and parameter names, but
+    each ``weight_hh_l{k}`` is ``[hidden_size]``, one recurrent weight per unit (no recurrent
+    GEMM). Runs the ``indrnn_relu`` or ``indrnn_tanh`` cell of ``rnnkernels::stacked``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="relu", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(
+                f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
+            )
+        # torch.nn's argument checks and parameters, on the meta device: the recurrent weights
+        # become vectors before anything is allocated, then all are allocated and initialised
+        # as torch.nn.RNN's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
+        super().__init__("RNN_TANH", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, device="meta", dtype=dtype)
+        self.mode = "IndRNN"
+        self.nonlinearity = nonlinearity
+        for name in self._flat_weights_names:
+            if name.startswith("weight_hh"):
+                setattr(self, name, nn.Parameter(self.weight_ih_l0.new_empty(hidden_size)))
+        self.to_empty(device=torch.get_default_device() if device is None else device)
+        self.reset_parameters()
+
+    def flatten_parameters(self):
+        """Nothing to lay out: cuDNN, whose weight buffer torch.nn's flattening fills, has no
+        IndRNN."""
+
+    def extra_repr(self):
+        options = super().extra_repr()
+        if self.nonlinearity == "relu":
+            return options
+        return f"{options}, nonlinearity={self.nonlinearity!r}"
+
+    def _onnx_has_no_operator(self):
+        return True
+
+    def _run(self, input, hx, batch_sizes):
+        run = reference.indrnn if _exporting_to_onnx() else functional.indrnn
+        return run(input, hx, self._flat_weights, nonlinearity=self.nonlinearity,
+                   batch_sizes=batch_sizes, **self._options())
+
+
 # ---------------------------------------------------------------------------------------------
 # Cells: one step of the layer operator (batch_sizes = [B]).
 
@@ -384,4 +435,4 @@ def _single_state_cell(cell, input, hx, run, carries_state):
 # Whole-model checkpoints: torch.load(weights_only=True), torch's default, unpickles only
 # allowlisted classes. Programs allowlist torch.nn's layers; ours are allowlisted with them once
 # the package is imported, so such a checkpoint loads after rnnkernels.convert too.
-torch.serialization.add_safe_globals([LSTM, GRU, RNN, LSTMCell, GRUCell, RNNCell])
+torch.serialization.add_safe_globals([LSTM, GRU, RNN, IndRNN, LSTMCell, GRUCell, RNNCell])

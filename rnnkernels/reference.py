@@ -1,14 +1,14 @@
-"""Plain PyTorch references of the layer operators (and a multi-layer LSTM): the test oracle, the
-differentiable path for double backward, and what ONNX export runs where ONNX has no operator
-(an LSTM with a projection).
+"""Plain PyTorch references of the layer operators (and a multi-layer LSTM and IndRNN): the test
+oracle, the differentiable path for double backward, and what ONNX export runs where ONNX has no
+operator (an LSTM with a projection, IndRNN).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
 - ``input`` ``[N, I]``: time-major packed rows, step ``t`` owns the ``batch_sizes[t]`` rows
   after those of the steps before it, as in :class:`torch.nn.utils.rnn.PackedSequence`;
 - ``batch_sizes`` ``[T]``: int64 on the CPU, non-increasing;
-- ``h0`` ``[B, P]``, ``c0`` ``[B, H]``; ``w_ih`` ``[G*H, I]``, ``w_hh`` ``[G*H, P]``,
-  ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None; gate order as torch.nn.
+- ``h0`` ``[B, P]``, ``c0`` ``[B, H]``; ``w_ih`` ``[G*H, I]``, ``w_hh`` ``[G*H, P]`` (IndRNN's
+  ``[H]``), ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None; gate order as torch.nn.
 
 Each returns ``output`` ``[N, P]`` and the final states (``[B, P]``, ``[B, H]``): a sequence's
 final state is the one after its own last step. ``reverse`` runs from the last step to the first;
@@ -78,18 +78,37 @@ def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=
     return output, h_n
 
 
-def rnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh",
-              reverse=False):
-    """Returns ``output [N, H], h_n [B, H]``; ``nonlinearity`` is ``"tanh"`` or ``"relu"``."""
+def _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse):
+    """``h_t = act(x W_ih^T + b_ih + recurrent(h_{t-1}))``, ``act`` tanh or relu, the Elman RNN's
+    and IndRNN's step. Returns ``output [N, H], h_n [B, H]``."""
     activation = {"tanh": torch.tanh, "relu": torch.relu}[nonlinearity]
 
     def cell(x, state):
         (h,) = state
-        h = activation(F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh))
+        h = activation(F.linear(x, w_ih, b_ih) + recurrent(h))
         return h, [h]
 
     output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
     return output, h_n
+
+
+def rnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh",
+              reverse=False):
+    """Returns ``output [N, H], h_n [B, H]``; ``nonlinearity`` is ``"tanh"`` or ``"relu"``."""
+    return _activated_scan(input, batch_sizes, h0, w_ih, b_ih,
+                           lambda h: F.linear(h, w_hh, b_hh), nonlinearity, reverse)
+
+
+def indrnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="relu",
+                 reverse=False):
+    """IndRNN (Li et al. 2018), ``h_t = act(x W_ih^T + b_ih + w_hh * h_{t-1} + b_hh)`` with
+    ``w_hh`` ``[H]``, one recurrent weight per unit. Returns ``output [N, H], h_n [B, H]``;
+    ``nonlinearity`` is ``"relu"`` or ``"tanh"``."""
+
+    def recurrent(h):
+        return w_hh * h if b_hh is None else w_hh * h + b_hh
+
+    return _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,3 +169,17 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
                                 training, bidirectional, batch_first, batch_sizes, projected)
     return output, (h_n, c_n)
 
+
+def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,
+           training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer IndRNN as ``rnnkernels.functional.indrnn``. Returns ``(output, h_n)``."""
+
+    def layer(rows, sizes, states, params, reverse):
+        w_ih, w_hh, b_ih, b_hh, _ = params
+        out, h_n = indrnn_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, nonlinearity,
+                                reverse)
+        return out, [h_n]
+
+    output, (h_n,) = _stack(layer, input, [hx], weights, bias, num_layers, dropout, training,
+                            bidirectional, batch_first, batch_sizes)
+    return output, h_n

@@ -4,9 +4,10 @@ and compared with that path, forward and backward, for every cell, direction and
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
 Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
-the library takes yet (no dense recurrence, a reduction over the row, a param with a gradient of
-its own, a per-row input, a scalar): on the CPU driver and its recomputation for double backward
-against a PyTorch reference, and on the emulated CUDA kernels against the CPU driver.
+the library takes yet (a reduction over the row, a param with a gradient of its own, a per-row
+input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for
+double backward against a PyTorch reference, and on the emulated CUDA kernels against the CPU
+driver.
 
 The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
 arguments of torch.ops.rnnkernels.layer and layer_backward; the tests' cell's CPU ones are
@@ -26,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EMULATION = ROOT / "tests" / "cuda_emulation"
 
 TEST_CELL = "centred_indrnn"
-GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, TEST_CELL: 1}
+GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
+         "indrnn_relu": 1, TEST_CELL: 1}
+# The cells without a dense recurrence: w_hh is u [H], one weight per unit.
+ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
 SCALE = 0.9  # the tests' cell's scalar
 DTYPES = {
     "f64": torch.float64,
@@ -99,9 +103,10 @@ def make_args(cell, dtype):
     if lstm:
         states.append(randn(batch, HIDDEN, scale=0.5))
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
-    if cell == TEST_CELL:
-        # u instead of a matrix w_hh; gain; a mask of zeros and ones, as zoneout's.
+    if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
+    if cell == TEST_CELL:
+        # gain; a mask of zeros and ones, as zoneout's.
         mask = torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < 0.7
         params += [1 + randn(HIDDEN, scale=0.2), mask.to(dtype)]
         scalars = [SCALE]

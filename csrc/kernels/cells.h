@@ -119,5 +119,21 @@ RNNKERNELS_HD V rnn_backward(V h, V dh) {
   }
 }
 
+// IndRNN: h_t = act(x + u * h_{t-1}), x the input projection with both biases, u the cell's
+// recurrent weight (one per unit, no GEMM), act the Elman RNN's.
+template <typename M, bool Relu, typename V>
+RNNKERNELS_HD V indrnn_forward(V x, V u, V h_prev) {
+  return rnn_forward<M, Relu>(x + u * h_prev);
+}
+
+// From h_t and dh = dL/dh_t: the pre-activation's gradient, this element's part of dL/du and
+// dL/dh_{t-1} (all of it: nothing else carries h_{t-1} to step t).
+template <typename M, bool Relu, typename V>
+RNNKERNELS_HD void indrnn_backward(V h, V dh, V u, V h_prev, V& dpre, V& du, V& dh_prev) {
+  dpre = rnn_backward<M, Relu>(h, dh);
+  du = dpre * h_prev;
+  dh_prev = dpre * u;
+}
+
 }  // namespace cells
 }  // namespace rnnkernels

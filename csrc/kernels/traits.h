@@ -192,4 +192,37 @@ struct Elman : CellDefaults {
   }
 };
 
+// Independently recurrent network (Li et al. 2018), h_t = tanh or relu(x W_ih^T + b_ih + b_hh +
+// u * h_{t-1}) with u = w_hh [H]: no dense recurrence, so w_hh reaches the step as an input (with
+// a gradient) and the step writes all of dL/dh_{t-1}. The backward needs only h_t, the output.
+template <bool Relu>
+struct IndRNN : CellDefaults {
+  static constexpr const char* kName = Relu ? "indrnn_relu" : "indrnn_tanh";
+  static constexpr int kGates = 1;
+  static constexpr std::array<const char*, 1> kStates{"h"};
+  static constexpr std::array<StepInputSpec, 1> kInputs{{{InputSource::kRecurrentWeight}}};
+  static constexpr int kReserve = 0;
+  static constexpr Recurrence kRecurrence = Recurrence::kElementwise;
+  static constexpr bool kDirectHiddenGrad = true;
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    const auto h = cells::indrnn_forward<typename Step::Math, Relu>(s.input_gate(0), s.input(0),
+                                                                    s.state(0));
+    s.set_state(0, h);
+    s.set_output(h);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    using V = typename Step::Value;
+    V dpre, du, dh_prev;
+    cells::indrnn_backward<typename Step::Math, Relu>(s.output(), s.grad_state(0), s.input(0),
+                                                      s.previous_state(0), dpre, du, dh_prev);
+    s.set_grad_gate(0, dpre);
+    s.add_input_grad(0, 0, du);
+    s.set_grad_state(0, dh_prev);
+  }
+};
+
 }  // namespace rnnkernels
