@@ -57,7 +57,7 @@ step_done "venv with torch $TORCH_VERSION (CUDA) at $VENV"
 # ignore), so that the working tree's build/ and in-place _C (the CPU extension) never mix with
 # the CUDA build's.
 mkdir "$SCRATCH/src"
-git ls-files -z --cached --others --exclude-standard -- setup.py pyproject.toml csrc rnnkernels |
+git ls-files -z --cached --others --exclude-standard -- setup.py pyproject.toml include csrc rnnkernels |
   tar --null --ignore-failed-read -T - -cf - | tar -xf - -C "$SCRATCH/src"
 # MAX_JOBS=2: the project's machines have 2 cores. --no-deps keeps the venv's torch as it is.
 (cd "$SCRATCH/src" && FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" MAX_JOBS=2 \
