@@ -1,6 +1,7 @@
 """Plain PyTorch references of the layer operators (and a multi-layer LSTM and IndRNN): the test
-oracle, the differentiable path for double backward, and what ONNX export runs where ONNX has no
-operator (an LSTM with a projection, IndRNN).
+oracle, and what ONNX export runs where ONNX has no operator (an LSTM with a projection,
+IndRNN). Double backward does not come here: it differentiates the layer recomputed in ATen, in
+C++ (csrc/layer/differentiable.h).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
