@@ -1,5 +1,7 @@
 #include "build_info.h"
 
+#include "cpu/native_dot.h"
+
 #ifdef RNNKERNELS_WITH_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
 #endif
@@ -31,8 +33,13 @@ std::vector<std::pair<std::string, std::string>> build_info() {
     if (c == '/') c = ' ';
   }
 #endif
+  const auto half_gemm = [](c10::ScalarType type) {
+    return has_native_dot(type) ? "native" : "widened to float32";
+  };
+  const std::string half_gemms = std::string("bfloat16 ") + half_gemm(c10::kBFloat16) +
+                                 ", float16 " + half_gemm(c10::kHalf);
   return {{"torch", torch}, {"onednn", onednn}, {"cpu_isa", cpu_isa_name()},
-          {"cuda_archs", cuda_archs}};
+          {"half_gemms", half_gemms}, {"cuda_archs", cuda_archs}};
 }
 
 }  // namespace rnnkernels

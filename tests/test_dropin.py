@@ -8,6 +8,7 @@ bidirectional, 2-layer LSTM classifier whose init walks the modules by ``isinsta
 """
 
 import io
+import re
 import subprocess
 import sys
 import warnings
@@ -255,13 +256,17 @@ def test_export_leaves_eager_and_torch_export_alone():
 
 
 def test_build_report():
-    """python -m rnnkernels names the torch, oneDNN, CPU instruction set and CUDA targets."""
+    """python -m rnnkernels names the torch, oneDNN, CPU instruction set, how the half types'
+    GEMMs run and the CUDA targets."""
     out = subprocess.run([sys.executable, "-m", "rnnkernels"], check=True, capture_output=True,
                          text=True).stdout
     info = rnnkernels._ops.BUILD_INFO
     assert f"torch: {torch.__version__}" in out
     assert info["cpu_isa"] in ("AVX512", "AVX2", "default")
     assert f"CPU instruction set: {info['cpu_isa']}" in out
+    assert re.fullmatch(r"bfloat16 (native|widened to float32), float16 (native|widened to float32)",
+                        info["half_gemms"])
+    assert f"CPU GEMMs of the half types: {info['half_gemms']}" in out
     assert ("oneDNN: " + info["onednn"]) in out if info["onednn"] else "oneDNN: none" in out
 
 

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,10 +19,9 @@
 #include "../kernels/params.h"
 #include "../layer/aten_gemm.h"
 #include "../layer/layer.h"
+#include "native_dot.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
-#include <optional>
-
 #include "onednn_gemm.h"
 #endif
 
@@ -73,6 +73,62 @@ struct CPURecurrentGemm<float> {
 };
 #endif
 
+// A half type's per-step GEMM where the CPU has no dot product for it: float32's GEMM on the
+// widened operands. A product of two half-type values is exact in float32 and the sum runs in
+// float32, so this computes what a half-type GEMM with float32 accumulation does (the result
+// rounded once to T), on the float32 units. The weight is widened once per object, each step's
+// rows as they come.
+template <typename T>
+class CPUWideningRecurrentGemm {
+  using FloatGemm = typename CPURecurrentGemm<float>::type;
+
+ public:
+  CPUWideningRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
+                           int64_t steps, bool accumulate)
+      : accumulate_(accumulate),
+        k_(transposed ? weight.size(1) : weight.size(0)),
+        n_(transposed ? weight.size(0) : weight.size(1)) {
+    if (has_native_dot(c10::CppTypeToScalarType<T>::value)) {
+      native_.emplace(weight, transposed, max_rows, steps, accumulate);
+      return;
+    }
+    weight_ = weight.to(at::kFloat).contiguous();
+    a_ = at::empty({max_rows, k_}, weight_.options());
+    c_ = at::empty({max_rows, n_}, weight_.options());
+    wide_.emplace(weight_, transposed, max_rows, steps, accumulate);
+  }
+
+  void run(const T* a, T* c, int64_t rows) {
+    if (native_) {
+      native_->run(a, c, rows);
+      return;
+    }
+    float* a_wide = a_.data_ptr<float>();
+    float* c_wide = c_.data_ptr<float>();
+    std::copy(a, a + rows * k_, a_wide);
+    if (accumulate_) std::copy(c, c + rows * n_, c_wide);
+    wide_->run(a_wide, c_wide, rows);
+    std::copy(c_wide, c_wide + rows * n_, c);
+  }
+
+ private:
+  bool accumulate_;
+  int64_t k_, n_;
+  std::optional<ATenRecurrentGemm<T>> native_;
+  at::Tensor weight_, a_, c_;  // the widened weight and one step's rows
+  std::optional<FloatGemm> wide_;
+};
+
+template <>
+struct CPURecurrentGemm<c10::BFloat16> {
+  using type = CPUWideningRecurrentGemm<c10::BFloat16>;
+};
+
+template <>
+struct CPURecurrentGemm<c10::Half> {
+  using type = CPUWideningRecurrentGemm<c10::Half>;
+};
+
 struct CPUBackend {
   // Instantiated for every cell of the list (csrc/kernels/cell_list.h) in pointwise.cpp.
   template <typename Cell, typename T>
@@ -95,6 +151,12 @@ struct CPUBackend {
                                                                  : onednn_small_addmm(bias, a, b);
     }
 #endif
+    if (!has_native_dot(a.scalar_type())) {
+      // Widened as the per-step GEMMs are (CPUWideningRecurrentGemm); the bias rounds with the
+      // product, as in a native GEMM with a bias.
+      const at::Tensor wide_bias = bias.defined() ? bias.to(at::kFloat) : bias;
+      return addmm(wide_bias, a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
+    }
     return aten_addmm(bias, a, b);
   }
 

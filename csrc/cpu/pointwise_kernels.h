@@ -5,7 +5,7 @@
 // tanh) cost more than the per-step GEMM.
 //
 // Loops over the rows of a step (parallel over rows with at::parallel_for) and over the hidden
-// units (vectorised with at::vec for float and double), running each cell's element functions
+// units (vectorised with at::vec; the half types as float), running each cell's element functions
 // (csrc/kernels/traits.h) on a vector of units at a time, or a row at a time for a cell that
 // reduces over rows.
 #pragma once
@@ -74,15 +74,23 @@ struct VecMath {
   static V relu_backward(V y, V dy) { return V::blendv(dy, V(0), y <= V(0)); }
 };
 
-// How the loops read and write T: float and double a vector at a time; the half types one element
-// at a time, computing in float.
+// How the loops read and write T: a vector of T at a time for float and double; for the half
+// types a vector of float, converted on load and store, so their activations run as float's.
 template <typename T, typename Enable = void>
 struct Lanes {
-  using V = float;
-  using M = cells::ScalarMath;
-  static constexpr int64_t width = 1;
-  static V load(const T* p, int64_t) { return static_cast<float>(*p); }
-  static void store(T* p, V v, int64_t) { *p = static_cast<T>(v); }
+  using V = at::vec::Vectorized<float>;
+  using M = VecMath;
+  static constexpr int64_t width = V::size();
+  static V load(const T* p, int64_t n) {
+    float wide[width];
+    at::vec::convert(p, wide, n);
+    return V::loadu(wide, n);
+  }
+  static void store(T* p, const V& v, int64_t n) {
+    float wide[width];
+    v.store(wide, n);
+    at::vec::convert(wide, p, n);
+  }
 };
 
 template <typename T>
@@ -150,18 +158,11 @@ class LanesRow : public RowBase<LanesIO<T>, Params> {
     for (int64_t unit = 0; unit < this->p_.hidden; unit += width) {
       const Value value = f(position(unit));
       const int64_t lanes = std::min(width, this->p_.hidden - unit);
-      if constexpr (width == 1) {
-        total = total + value;
-      } else {
-        // The lanes past the row's end hold what f made of zeros: they must not count.
-        total = total + (lanes == width ? value : Value::set(Value(0), value, lanes));
-      }
+      // The lanes past the row's end hold what f made of zeros: they must not count.
+      total = total + (lanes == width ? value : Value::set(Value(0), value, lanes));
     }
-    if constexpr (width == 1) {
-      return total;
-    } else {
-      return Value(at::vec::vec_reduce_all<T>([](Value a, Value b) { return a + b; }, total));
-    }
+    return Value(at::vec::vec_reduce_all<typename Value::value_type>(
+        [](Value a, Value b) { return a + b; }, total));
   }
 
  private:

@@ -1,0 +1,16 @@
+// Whether the CPU GEMMs of a half type run natively or widened to float32 (csrc/cpu/backend.h).
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+namespace rnnkernels {
+
+// Whether this CPU has dot-product instructions for `type`'s products with float32 accumulation
+// (bfloat16: AVX512-BF16 or AMX-BF16; float16: AVX512-FP16 or AMX-FP16); true for float32 and
+// float64. Without them ATen's GEMMs of the half types fall back to scalar loops, at 1-2% of
+// float32's speed on an AVX2 CPU (docs/DESIGN.md, "CPU backend"), so the backend widens their
+// operands to float32 instead. The environment variable RNNKERNELS_HALF_GEMM, read once, overrides
+// the choice: "native" (ATen's GEMMs) or "widened".
+bool has_native_dot(c10::ScalarType type);
+
+}  // namespace rnnkernels
