@@ -38,7 +38,14 @@ enum class ParamRole {
                 // gradient, summed over the rows the step adds to (add_input_grad)
   kRowInput,    // [N, K*H], a row of it per packed row, read by the step (dropout or zoneout
                 // masks); no gradient
+  kRecurrentMask,  // [B, P], a row per sequence, no gradient: the loop multiplies h_{t-1} by it
+                   // where h_{t-1} enters the recurrent GEMM, and only there (recurrent
+                   // dropout); the carried state and the step see h_{t-1} unmasked
 };
+// Whether the operators give a param of this role a gradient.
+constexpr bool has_gradient(ParamRole role) {
+  return role != ParamRole::kRowInput && role != ParamRole::kRecurrentMask;
+}
 struct ParamSpec {
   const char* name;
   ParamRole role;
