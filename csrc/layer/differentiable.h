@@ -28,6 +28,10 @@ class TensorValue {
     TORCH_CHECK(tensor_.defined(), "rnnkernels: a cell produced a constant where a tensor goes");
     return tensor_;
   }
+  double constant() const {
+    TORCH_CHECK(!tensor_.defined(), "rnnkernels: a cell gave a tensor where a constant goes");
+    return constant_;
+  }
 
   friend TensorValue operator+(const TensorValue& a, const TensorValue& b) {
     return a.apply(b, [](const auto& x, const auto& y) { return x + y; });
@@ -57,6 +61,10 @@ struct TensorMath {
   static TensorValue sigmoid(const TensorValue& x) { return at::sigmoid(x.tensor()); }
   static TensorValue tanh(const TensorValue& x) { return at::tanh(x.tensor()); }
   static TensorValue relu(const TensorValue& x) { return at::relu(x.tensor()); }
+  // The bound is a cell's scalar.
+  static TensorValue clip(const TensorValue& x, const TensorValue& bound) {
+    return at::clamp(x.tensor(), -bound.constant(), bound.constant());
+  }
 };
 
 // The forward accessor of step.h on a step's rows as tensors: gates [rows, G*H], states
