@@ -1,10 +1,11 @@
-"""Functional forms of the multi-layer LSTM, GRU, RNN and IndRNN.
+"""Functional forms of the multi-layer LSTM, GRU, RNN and IndRNN, and of LSTM and GRU with their
+options.
 
 Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
-or ``rnn``, or for IndRNN the generic ``stacked`` (csrc/ops/stacked.cpp). That operator
-normalises the input to time-major packed rows plus ``batch_sizes`` (a padded ``[T, B, I]`` batch
-is the case where every step has ``B`` rows: a free view), and runs one layer operator per layer
-and direction, with dropout between layers.
+or ``rnn``, or for IndRNN and the options (``lstm_ext``, ``gru_ext``) the generic ``stacked``
+(csrc/ops/stacked.cpp). That operator normalises the input to time-major packed rows plus
+``batch_sizes`` (a padded ``[T, B, I]`` batch is the case where every step has ``B`` rows: a free
+view), and runs one layer operator per layer and direction, with dropout between layers.
 
 Arguments (as ``torch._VF.lstm`` & co.):
 
@@ -29,7 +30,7 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["lstm", "gru", "rnn", "indrnn"]
+__all__ = ["lstm", "gru", "rnn", "indrnn", "lstm_ext", "gru_ext"]
 
 
 def autocast_dtype(input):
@@ -166,4 +167,51 @@ def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dro
 
     output, (h_n,) = ops.stacked(f"indrnn_{nonlinearity}", input, batch_sizes, [hx], weights, [],
                                  bias, num_layers, dropout, training, bidirectional, batch_first)
+    return output, h_n
+
+
+# ---------------------------------------------------------------------------------------------
+# The options of LSTM and GRU (README, "LSTM and GRU options"): the cells lstm_ext and gru_ext
+# (csrc/kernels/traits.h, LSTMExt and GRUExt) of the generic stacked operator.
+
+
+def _stacked_ext(cell, input, states, weights, extras, scalars, bias, num_layers, dropout,
+                 training, bidirectional, batch_first, batch_sizes):
+    """``stacked`` of ``cell``, its own params per layer and direction (``extras``, None where
+    absent) after the weights of torch.nn's; autocast casts them as the weights. Returns
+    ``(output, finals)``, in the autocast dtype under autocast."""
+    per_layer = len(weights) // len(extras)
+    flat = []
+    for k, own in enumerate(extras):
+        flat += [*weights[k * per_layer:(k + 1) * per_layer], *own]
+    _, input, states, flat = _autocast_inputs(input, states, flat)
+    # stacked takes an empty tensor for an absent param of the cell's own.
+    flat = [input.new_empty(0) if t is None else t for t in flat]
+    return ops.stacked(cell, input, batch_sizes, states, flat, scalars, bias, num_layers,
+                       dropout, training, bidirectional, batch_first)
+
+
+def lstm_ext(input, hx, weights, extras, scalars, bias=True, num_layers=1, dropout=0.0,
+             training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer LSTM with peepholes, a cell clip, zoneout and recurrent dropout, as
+    ``functional.lstm`` (no projection) plus the cell ``lstm_ext``'s arguments: ``extras`` per
+    layer and direction ``(w_ch [3H], zoneout mask of h [N, H], of c [N, H], recurrent mask
+    [B, H])``, each None where absent; ``scalars`` ``[cell clip (inf: none), zoneout probability
+    of h, of c]``, a probability standing where its mask is absent (eval) and 0 where it is given.
+    Returns ``(output, (h_n, c_n))``."""
+    output, (h_n, c_n) = _stacked_ext("lstm_ext", input, list(hx), weights, extras, scalars,
+                                      bias, num_layers, dropout, training, bidirectional,
+                                      batch_first, batch_sizes)
+    return output, (h_n, c_n)
+
+
+def gru_ext(input, hx, weights, extras, scalars, bias=True, num_layers=1, dropout=0.0,
+            training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer GRU with zoneout and recurrent dropout, as ``functional.gru`` plus the cell
+    ``gru_ext``'s arguments: ``extras`` per layer and direction ``(zoneout mask of h [N, H],
+    recurrent mask [B, H])``, each None where absent; ``scalars`` ``[zoneout probability]``, as
+    ``lstm_ext``'s. Returns ``(output, h_n)``."""
+    output, (h_n,) = _stacked_ext("gru_ext", input, [hx], weights, extras, scalars, bias,
+                                  num_layers, dropout, training, bidirectional, batch_first,
+                                  batch_sizes)
     return output, h_n

@@ -1,7 +1,7 @@
-"""Plain PyTorch references of the layer operators (and a multi-layer LSTM and IndRNN): the test
-oracle, and what ONNX export runs where ONNX has no operator (an LSTM with a projection,
-IndRNN). Double backward does not come here: it differentiates the layer recomputed in ATen, in
-C++ (csrc/layer/differentiable.h).
+"""Plain PyTorch references of the layer operators (and a multi-layer LSTM, GRU and IndRNN): the
+test oracle, and what ONNX export runs where ONNX has no operator (an LSTM with a projection,
+IndRNN, the options of LSTM and GRU). Double backward does not come here: it differentiates the
+layer recomputed in ATen, in C++ (csrc/layer/differentiable.h).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
@@ -32,50 +32,90 @@ def _steps(batch_sizes, reverse):
     return steps[::-1] if reverse else steps
 
 
-def _scan(input, batch_sizes, states, reverse, cell):
-    """Runs ``cell(x_rows, [state[:rows] ...]) -> (out_rows, [new_state_rows ...])`` over the
-    steps; inactive rows keep their state. Returns the packed output and the final states."""
+def _scan(input, batch_sizes, states, reverse, cell, row_inputs=()):
+    """Runs ``cell(x_rows, [state[:rows] ...], *row_input_rows) -> (out_rows, [new_state_rows
+    ...])`` over the steps; inactive rows keep their state. ``row_inputs``: tensors with a row per
+    packed row, as ``input`` (None passes as None). Returns the packed output and the final
+    states."""
     outputs = {}
     for offset, rows in _steps(batch_sizes, reverse):
-        out, new = cell(input[offset : offset + rows], [s[:rows] for s in states])
+        extra = [None if r is None else r[offset : offset + rows] for r in row_inputs]
+        out, new = cell(input[offset : offset + rows], [s[:rows] for s in states], *extra)
         states = [torch.cat([n, s[rows:]]) for n, s in zip(new, states)]
         outputs[offset] = out
     output = torch.cat([outputs[k] for k in sorted(outputs)])
     return output, states
 
 
+# The options of LSTM and GRU (README, "LSTM and GRU options"), each off by default:
+# - w_ch [3H] = (p_i, p_f, p_o), peepholes (LSTM): i = sigmoid(pre_i + p_i c_{t-1}),
+#   f = sigmoid(pre_f + p_f c_{t-1}), o = sigmoid(pre_o + p_o c_t);
+# - cell_clip (LSTM): c_t clamped to [-cell_clip, cell_clip] before h_t = o tanh(c_t);
+# - zoneout, cell_zoneout (LSTM's c): the state keeps its previous value with weight d, the rows
+#   of zoneout_mask / cell_zoneout_mask [N, H] (0 or 1: training), or the probability where the
+#   mask is None (its expectation: eval), zoneout(d, previous, new) below; for the LSTM the new h
+#   is o tanh(c_t) of the new cell before its zoneout, and o's peephole reads that cell;
+# - recurrent_mask [B, P] (recurrent dropout): h_{t-1} times the mask's rows enters the
+#   recurrent GEMM, the carried state stays as it is.
+
+
+def _zoneout(mask, probability, previous, new):
+    """``d * previous + (1 - d) * new``, ``d`` the mask's rows, else the probability."""
+    if mask is None and probability == 0:
+        return new
+    d = probability if mask is None else mask
+    return d * previous + (1 - d) * new
+
+
+def _recurrent_input(h, recurrent_mask):
+    """h_{t-1} as the recurrent GEMM takes it: times the mask's first rows, where there is one."""
+    return h if recurrent_mask is None else h * recurrent_mask[: h.shape[0]]
+
+
 def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-               reverse=False):
-    """Returns ``output [N, P], h_n [B, P], c_n [B, H]``."""
+               reverse=False, *, w_ch=None, cell_clip=None, zoneout=0.0, cell_zoneout=0.0,
+               zoneout_mask=None, cell_zoneout_mask=None, recurrent_mask=None):
+    """Returns ``output [N, P], h_n [B, P], c_n [B, H]``; the options are described above."""
 
-    def cell(x, state):
+    def cell(x, state, kept_h, kept_c):
         h, c = state
-        gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+        gates = (F.linear(x, w_ih, b_ih)
+                 + F.linear(_recurrent_input(h, recurrent_mask), w_hh, b_hh))
         i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        if w_ch is not None:
+            p_i, p_f, p_o = w_ch.chunk(3)
+            i, f = i + p_i * c, f + p_f * c
+        new_c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if cell_clip is not None:
+            new_c = new_c.clamp(-cell_clip, cell_clip)
+        if w_ch is not None:
+            o = o + p_o * new_c
+        new_h = torch.sigmoid(o) * torch.tanh(new_c)
         if w_hr is not None:
-            h = h @ w_hr.t()
-        return h, [h, c]
+            new_h = new_h @ w_hr.t()
+        h = _zoneout(kept_h, zoneout, h, new_h)
+        return h, [h, _zoneout(kept_c, cell_zoneout, c, new_c)]
 
-    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
+    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell,
+                               [zoneout_mask, cell_zoneout_mask])
     return output, h_n, c_n
 
 
-def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-    """Returns ``output [N, H], h_n [B, H]``."""
+def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, *,
+              zoneout=0.0, zoneout_mask=None, recurrent_mask=None):
+    """Returns ``output [N, H], h_n [B, H]``; the options are described above."""
 
-    def cell(x, state):
+    def cell(x, state, kept):
         (h,) = state
         xr, xz, xn = F.linear(x, w_ih, b_ih).chunk(3, 1)
-        hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, 1)
+        hr, hz, hn = F.linear(_recurrent_input(h, recurrent_mask), w_hh, b_hh).chunk(3, 1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
+        h = _zoneout(kept, zoneout, h, (1 - z) * n + z * h)
         return h, [h]
 
-    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
+    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell, [zoneout_mask])
     return output, h_n
 
 
@@ -117,10 +157,12 @@ def indrnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonli
 
 
 def _stack(layer, input, states, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, projected=False):
+           batch_first, batch_sizes, projected=False, extras=None):
     """Runs ``layer(rows, batch_sizes, states, params, reverse) -> (out, new_states)`` over layers
-    and directions as torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``.
-    A padded input's step sizes are a list of ints, so that tracing sees no tensor contents."""
+    and directions as torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``;
+    ``params`` are ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` followed by the layer and direction's
+    ``extras`` where they are given (a sequence per layer and direction). A padded input's step
+    sizes are a list of ints, so that tracing sees no tensor contents."""
     directions = 2 if bidirectional else 1
     per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
     if batch_sizes is None:
@@ -139,8 +181,9 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
             w_ih, w_hh = params[:2]
             b_ih, b_hh = params[2:4] if bias else (None, None)
             w_hr = params[-1] if projected else None
-            out, new = layer(rows, sizes, [s[k] for s in states], (w_ih, w_hh, b_ih, b_hh, w_hr),
-                             direction == 1)
+            own = () if extras is None else tuple(extras[k])
+            out, new = layer(rows, sizes, [s[k] for s in states],
+                             (w_ih, w_hh, b_ih, b_hh, w_hr, *own), direction == 1)
             outputs.append(out)
             for final, state in zip(finals, new):
                 final.append(state)
@@ -155,20 +198,46 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
 
 
 def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-         bidirectional=False, batch_first=False, batch_sizes=None):
-    """Multi-layer LSTM as ``rnnkernels.functional.lstm``. Returns ``(output, (h_n, c_n))``."""
+         bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+         cell_clip=None, zoneout=0.0, cell_zoneout=0.0):
+    """Multi-layer LSTM as ``rnnkernels.functional.lstm``, and with the options above as
+    ``functional.lstm_ext``: ``extras`` per layer and direction ``(w_ch, zoneout_mask,
+    cell_zoneout_mask, recurrent_mask)``, None where absent. Returns ``(output, (h_n, c_n))``."""
     directions = 2 if bidirectional else 1
     projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
 
     def layer(rows, sizes, states, params, reverse):
-        w_ih, w_hh, b_ih, b_hh, w_hr = params
+        w_ih, w_hh, b_ih, b_hh, w_hr, *own = params
+        options = {}
+        if own:
+            options = dict(zip(("w_ch", "zoneout_mask", "cell_zoneout_mask", "recurrent_mask"),
+                               own), cell_clip=cell_clip, zoneout=zoneout,
+                           cell_zoneout=cell_zoneout)
         out, h_n, c_n = lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih, b_hh,
-                                   w_hr, reverse)
+                                   w_hr, reverse, **options)
         return out, [h_n, c_n]
 
     output, (h_n, c_n) = _stack(layer, input, list(hx), weights, bias, num_layers, dropout,
-                                training, bidirectional, batch_first, batch_sizes, projected)
+                                training, bidirectional, batch_first, batch_sizes, projected,
+                                extras)
     return output, (h_n, c_n)
+
+
+def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None, zoneout=0.0):
+    """Multi-layer GRU as ``rnnkernels.functional.gru``, and with the options above as
+    ``functional.gru_ext``: ``extras`` per layer and direction ``(zoneout_mask,
+    recurrent_mask)``, None where absent. Returns ``(output, h_n)``."""
+
+    def layer(rows, sizes, states, params, reverse):
+        w_ih, w_hh, b_ih, b_hh, _, *own = params
+        options = dict(zip(("zoneout_mask", "recurrent_mask"), own), zoneout=zoneout)
+        out, h_n = gru_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, reverse, **options)
+        return out, [h_n]
+
+    output, (h_n,) = _stack(layer, input, [hx], weights, bias, num_layers, dropout, training,
+                            bidirectional, batch_first, batch_sizes, extras=extras)
+    return output, h_n
 
 
 def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,

@@ -28,7 +28,12 @@ EMULATION = ROOT / "tests" / "cuda_emulation"
 
 TEST_CELL = "centred_indrnn"
 GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
-         "indrnn_relu": 1, TEST_CELL: 1}
+         "indrnn_relu": 1, TEST_CELL: 1,
+         "lstm_ext": 4, "lstm_ext_eval": 4, "gru_ext": 3, "gru_ext_eval": 3}
+# The cells with the LSTM's and GRU's options (test_lstm_options.py), by case: in training with
+# every mask, in eval with the zoneout probabilities instead.
+EXTENDED = {"lstm_ext": "lstm_ext", "lstm_ext_eval": "lstm_ext", "gru_ext": "gru_ext",
+            "gru_ext_eval": "gru_ext"}
 # The cells without a dense recurrence: w_hh is u [H], one weight per unit.
 ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
 SCALE = 0.9  # the tests' cell's scalar
@@ -102,6 +107,7 @@ def make_args(cell, dtype):
     scalars = []
     if lstm:
         states.append(randn(batch, HIDDEN, scale=0.5))
+    if cell in ("lstm", "lstm_proj"):
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
     if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
@@ -110,8 +116,29 @@ def make_args(cell, dtype):
         mask = torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < 0.7
         params += [1 + randn(HIDDEN, scale=0.2), mask.to(dtype)]
         scalars = [SCALE]
-    name = "lstm" if lstm else cell
+    if cell in EXTENDED:
+        own, scalars = extended_args(cell, randn, gen, dtype)
+        params += own
+    name = "lstm" if cell in ("lstm", "lstm_proj") else EXTENDED.get(cell, cell)
     return name, input, torch.tensor(BATCH_SIZES), states, params, scalars
+
+
+def extended_args(cell, randn, gen, dtype):
+    """The own params and scalars of an extended cell's case: (LSTM) peepholes and a clip that
+    some cell values pass, zoneout masks of 0 and 1 (h, and the LSTM's c) and a recurrent mask
+    in training, the zoneout probabilities in eval."""
+    training, lstm = not cell.endswith("_eval"), cell.startswith("lstm")
+    zoneouts = (0.3, 0.4) if lstm else (0.3,)
+
+    def mask(rows, p):
+        return (torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < p).to(dtype)
+
+    params = [randn(3 * HIDDEN, scale=0.5)] if lstm else []
+    params += [mask(sum(BATCH_SIZES), p) if training else None for p in zoneouts]
+    params.append(mask(BATCH_SIZES[0], 0.75) / 0.75 if training else None)
+    scalars = [0.3] if lstm else []
+    scalars += [0.0 if training else p for p in zoneouts]
+    return params, scalars
 
 
 def output_grads(outputs):

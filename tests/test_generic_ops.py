@@ -147,7 +147,8 @@ def test_argument_counts_are_checked():
 
 
 def test_cell_signatures_reach_python():
-    assert set(_ops.CELLS) == {*CELLS, "indrnn_tanh", "indrnn_relu"}  # test_indrnn.py: IndRNN
+    # test_indrnn.py: IndRNN; test_lstm_options.py: the LSTM's and GRU's options.
+    assert set(_ops.CELLS) == {*CELLS, "indrnn_tanh", "indrnn_relu", "lstm_ext", "gru_ext"}
     lstm = _ops.CELLS["lstm"]
     assert (lstm["gates"], lstm["states"], lstm["reserve"]) == (4, ["h", "c"], 5)
     assert lstm["params"] == ["w_ih", "w_hh", "b_ih", "b_hh", "w_hr"]

@@ -72,6 +72,11 @@ struct VecMath {
   static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
   template <typename V>
   static V relu_backward(V y, V dy) { return V::blendv(dy, V(0), y <= V(0)); }
+  // As cells::ScalarMath's: at::vec's minimum and maximum propagate NaN.
+  template <typename V>
+  static V clip(V x, V bound) { return at::vec::minimum(at::vec::maximum(x, bound.neg()), bound); }
+  template <typename V>
+  static V clip_backward(V x, V bound, V dy) { return V::blendv(dy, V(0), x.abs() > bound); }
 };
 
 // How the loops read and write T: float and double a vector at a time; the half types one element

@@ -39,11 +39,26 @@ struct ScalarMath {
   // Gradient of relu given its output y: zero where y <= 0, as torch's threshold_backward.
   template <typename V>
   static RNNKERNELS_HD V relu_backward(V y, V dy) { return y <= V(0) ? V(0) : dy; }
+  // x limited to [-bound, bound] (NaN stays NaN), and its gradient given x: zero where x lies
+  // outside, as torch.clamp's.
+  template <typename V>
+  static RNNKERNELS_HD V clip(V x, V bound) {
+    return x < -bound ? -bound : (bound < x ? bound : x);
+  }
+  template <typename V>
+  static RNNKERNELS_HD V clip_backward(V x, V bound, V dy) {
+    return x < -bound || bound < x ? V(0) : dy;
+  }
 };
 
 template <typename V>
 struct LSTMGates {
   V i, f, g, o;
+
+  // Gate k in torch.nn's order.
+  RNNKERNELS_HD const V& operator[](int k) const {
+    return k == 0 ? i : k == 1 ? f : k == 2 ? g : o;
+  }
 };
 
 // c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
@@ -71,6 +86,58 @@ RNNKERNELS_HD void lstm_backward(const LSTMGates<V>& act, V c, V c_prev, V dh, V
   dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
   dc_prev = dc_total * act.f;
   h = act.o * tanh_c;
+}
+
+// The extended LSTM's options (traits' LSTMExt), on top of the update above: peephole weights
+// p (0 where there are none), a cell clip `bound` (infinity for none) and zoneout:
+//   i = sigmoid(pre_i + p_i c_{t-1}),  f = sigmoid(pre_f + p_f c_{t-1}),  g = tanh(pre_g),
+//   u = f c_{t-1} + i g,  c~ = clip(u, bound),  o = sigmoid(pre_o + p_o c~),  h~ = o tanh(c~);
+// then c_t = zoneout(d_c, c_{t-1}, c~) and h_t = zoneout(d_h, h_{t-1}, h~).
+template <typename V>
+struct LSTMPeepholes {
+  V i, f, o;
+};
+
+// u, c~ and h~ (before zoneout) and the activated gates.
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_ext_forward(const LSTMGates<V>& pre, const LSTMPeepholes<V>& p, V c_prev,
+                                    V bound, LSTMGates<V>& act, V& u, V& c, V& h) {
+  act.i = M::sigmoid(pre.i + p.i * c_prev);
+  act.f = M::sigmoid(pre.f + p.f * c_prev);
+  act.g = M::tanh(pre.g);
+  u = act.f * c_prev + act.i * act.g;
+  c = M::clip(u, bound);
+  act.o = M::sigmoid(pre.o + p.o * c);
+  h = act.o * M::tanh(c);
+}
+
+// Given the activated gates, u and c_{t-1}, dh = dL/dh~ and dc = dL/dc~ (zoneout's shares of
+// dL/dh_t and dL/dc_t): the pre-activation gate gradients, this element's part of the peepholes'
+// gradients, and dL/dc_{t-1} through the new cell (zoneout's direct part not included).
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_ext_backward(const LSTMGates<V>& act, const LSTMPeepholes<V>& p, V u,
+                                     V c_prev, V bound, V dh, V dc, LSTMGates<V>& dpre,
+                                     LSTMPeepholes<V>& dp, V& dc_prev) {
+  const V c = M::clip(u, bound);
+  const V tanh_c = M::tanh(c);
+  dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
+  const V du = M::clip_backward(u, bound,
+                                dc + dh * act.o * (V(1) - tanh_c * tanh_c) + dpre.o * p.o);
+  dpre.i = du * act.g * act.i * (V(1) - act.i);
+  dpre.f = du * c_prev * act.f * (V(1) - act.f);
+  dpre.g = du * act.i * (V(1) - act.g * act.g);
+  dp.i = dpre.i * c_prev;
+  dp.f = dpre.f * c_prev;
+  dp.o = dpre.o * c;
+  dc_prev = du * act.f + dpre.i * p.i + dpre.f * p.f;
+}
+
+// Zoneout (Krueger et al. 2016): a state keeps its previous value with weight d, a mask of 0 and
+// 1 in training, its probability in eval (the mask's expectation). Exact for d = 0 and d = 1.
+// The gradient splits likewise: d of it to `prev`, 1 - d to `next`.
+template <typename V>
+RNNKERNELS_HD V zoneout(V d, V prev, V next) {
+  return d * prev + (V(1) - d) * next;
 }
 
 // xr, xz, xn: input projections with b_ih (and b_hr, b_hz folded in);

@@ -38,7 +38,14 @@ enum class ParamRole {
                 // gradient, summed over the rows the step adds to (add_input_grad)
   kRowInput,    // [N, K*H], a row of it per packed row, read by the step (dropout or zoneout
                 // masks); no gradient
+  kRecurrentMask,  // [B, P], a row per sequence, no gradient: the loop multiplies h_{t-1} by it
+                   // where h_{t-1} enters the recurrent GEMM, and only there (recurrent
+                   // dropout); the carried state and the step see h_{t-1} unmasked
 };
+// Whether the operators give a param of this role a gradient.
+constexpr bool has_gradient(ParamRole role) {
+  return role != ParamRole::kRowInput && role != ParamRole::kRecurrentMask;
+}
 struct ParamSpec {
   const char* name;
   ParamRole role;
@@ -92,37 +99,115 @@ struct LSTM : CellDefaults {
   template <typename Step>
   static RNNKERNELS_HD void forward(const Step& s) {
     using V = typename Step::Value;
-    const cells::LSTMGates<V> pre{s.input_gate(0) + s.hidden_gate(0),
-                                  s.input_gate(1) + s.hidden_gate(1),
-                                  s.input_gate(2) + s.hidden_gate(2),
-                                  s.input_gate(3) + s.hidden_gate(3)};
     cells::LSTMGates<V> act;
     V c, h;
-    cells::lstm_forward<typename Step::Math>(pre, s.state(1), act, c, h);
+    cells::lstm_forward<typename Step::Math>(pre_activations(s), s.state(1), act, c, h);
     s.set_state(1, c);
     s.set_state(0, h);
     s.set_output(h);
-    s.save(0, act.i);
-    s.save(1, act.f);
-    s.save(2, act.g);
-    s.save(3, act.o);
+    save_gates(s, act);
     s.save(4, c);
   }
 
   template <typename Step>
   static RNNKERNELS_HD void backward(const Step& s) {
     using V = typename Step::Value;
-    const cells::LSTMGates<V> act{s.saved(0), s.saved(1), s.saved(2), s.saved(3)};
     cells::LSTMGates<V> dpre;
     V dc_prev, h;
-    cells::lstm_backward<typename Step::Math>(act, s.saved(4), s.previous_state(1),
+    cells::lstm_backward<typename Step::Math>(saved_gates(s), s.saved(4), s.previous_state(1),
                                               s.grad_state(0), s.grad_state(1), dpre, dc_prev, h);
-    s.set_grad_gate(0, dpre.i);
-    s.set_grad_gate(1, dpre.f);
-    s.set_grad_gate(2, dpre.g);
-    s.set_grad_gate(3, dpre.o);
+    set_grad_gates(s, dpre);
     s.set_grad_state(1, dc_prev);
     s.set_unprojected(h);
+  }
+
+  // What the LSTM's variants (LSTMExt) share: the gates' pre-activations, their activations in
+  // reserve slots 0 to 3, their gradients.
+  template <typename Step>
+  static RNNKERNELS_HD cells::LSTMGates<typename Step::Value> pre_activations(const Step& s) {
+    return {s.input_gate(0) + s.hidden_gate(0), s.input_gate(1) + s.hidden_gate(1),
+            s.input_gate(2) + s.hidden_gate(2), s.input_gate(3) + s.hidden_gate(3)};
+  }
+  template <typename Step>
+  static RNNKERNELS_HD void save_gates(const Step& s,
+                                       const cells::LSTMGates<typename Step::Value>& act) {
+    for (int k = 0; k < 4; ++k) s.save(k, act[k]);
+  }
+  template <typename Step>
+  static RNNKERNELS_HD cells::LSTMGates<typename Step::Value> saved_gates(const Step& s) {
+    return {s.saved(0), s.saved(1), s.saved(2), s.saved(3)};
+  }
+  template <typename Step>
+  static RNNKERNELS_HD void set_grad_gates(const Step& s,
+                                           const cells::LSTMGates<typename Step::Value>& dpre) {
+    for (int k = 0; k < 4; ++k) s.set_grad_gate(k, dpre[k]);
+  }
+};
+
+// The LSTM with its options (cells::lstm_ext_forward), all chosen at run time, so that one cell
+// serves every combination: peephole weights w_ch [3H] = (p_i, p_f, p_o), a kStepParam (zeros
+// when absent); the cell clip, scalar 0 (infinity: none); zoneout of h and of c, each a mask of
+// 0 and 1 [N, H] (training) plus a probability, scalars 1 and 2 (eval; 0 with a mask); and the
+// loop's recurrent mask (recurrent dropout). No projection: zoneout writes a part of
+// dL/dh_{t-1} that bypasses W_hh, which a projection cannot carry.
+struct LSTMExt : LSTM {
+  static constexpr const char* kName = "lstm_ext";
+  static constexpr std::array<ParamSpec, 4> kParams{{{"w_ch", ParamRole::kStepParam, 3},
+                                                     {"zoneout_h", ParamRole::kRowInput, 1},
+                                                     {"zoneout_c", ParamRole::kRowInput, 1},
+                                                     {"recurrent_mask",
+                                                      ParamRole::kRecurrentMask}}};
+  static constexpr std::array<StepInputSpec, 3> kInputs{
+      {{InputSource::kParam, 0}, {InputSource::kParam, 1}, {InputSource::kParam, 2}}};
+  static constexpr int kScalars = 3;
+  // i, f, g, o, c_t (after zoneout: the next step's c_{t-1}) and u (before the clip).
+  static constexpr int kReserve = 6;
+  static constexpr bool kDirectHiddenGrad = true;
+
+  template <typename Step>
+  static RNNKERNELS_HD cells::LSTMPeepholes<typename Step::Value> peepholes(const Step& s) {
+    return {s.input(0, 0), s.input(0, 1), s.input(0, 2)};
+  }
+  // Zoneout's weight of the previous value of state j (h 0, c 1): its mask plus its probability.
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value kept(const Step& s, int j) {
+    return s.input(1 + j) + s.scalar(1 + j);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    using V = typename Step::Value;
+    const V c_prev = s.state(1);
+    cells::LSTMGates<V> act;
+    V u, c, h;
+    cells::lstm_ext_forward<typename Step::Math>(pre_activations(s), peepholes(s), c_prev,
+                                                 s.scalar(0), act, u, c, h);
+    c = cells::zoneout(kept(s, 1), c_prev, c);
+    h = cells::zoneout(kept(s, 0), s.state(0), h);
+    s.set_state(1, c);
+    s.set_state(0, h);
+    s.set_output(h);
+    save_gates(s, act);
+    s.save(4, c);
+    s.save(5, u);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    using V = typename Step::Value;
+    const V dh = s.grad_state(0), dc = s.grad_state(1), kept_h = kept(s, 0), kept_c = kept(s, 1);
+    cells::LSTMGates<V> dpre;
+    cells::LSTMPeepholes<V> dp;
+    V dc_prev;
+    cells::lstm_ext_backward<typename Step::Math>(
+        saved_gates(s), peepholes(s), s.saved(5), s.previous_state(1), s.scalar(0),
+        (V(1) - kept_h) * dh, (V(1) - kept_c) * dc, dpre, dp, dc_prev);
+    set_grad_gates(s, dpre);
+    s.add_input_grad(0, 0, dp.i);
+    s.add_input_grad(0, 1, dp.f);
+    s.add_input_grad(0, 2, dp.o);
+    s.set_grad_state(1, dc_prev + kept_c * dc);
+    s.set_grad_state(0, kept_h * dh);
   }
 };
 
@@ -141,32 +226,72 @@ struct GRU : CellDefaults {
 
   template <typename Step>
   static RNNKERNELS_HD void forward(const Step& s) {
+    const auto h = update(s);
+    s.set_state(0, h);
+    s.set_output(h);
+  }
+
+  template <typename Step>
+  static RNNKERNELS_HD void backward(const Step& s) {
+    s.set_grad_state(0, set_grad_gates(s, s.grad_state(0)));
+  }
+
+  // What the GRU's variants (GRUExt) share. The new h (before anything a variant does to it),
+  // saving what the backward reads; before set_state.
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value update(const Step& s) {
     using V = typename Step::Value;
     const V hn = s.hidden_gate(2) + s.input(0);
     V r, z, n, h;
     cells::gru_forward<typename Step::Math>(s.input_gate(0), s.input_gate(1), s.input_gate(2),
                                             s.hidden_gate(0), s.hidden_gate(1), hn, s.state(0),
                                             r, z, n, h);
-    s.set_state(0, h);
-    s.set_output(h);
     s.save(0, r);
     s.save(1, z);
     s.save(2, n);
     s.save(3, hn);
+    return h;
+  }
+  // The gates' gradients from dh = dL/d that new h; returns the part of dL/dh_{t-1} that
+  // bypasses W_hh.
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value set_grad_gates(const Step& s,
+                                                          typename Step::Value dh) {
+    using V = typename Step::Value;
+    V dr, dz, dn, dhn, dh_prev;
+    cells::gru_backward<typename Step::Math>(s.saved(0), s.saved(1), s.saved(2), s.saved(3),
+                                             s.previous_state(0), dh, dr, dz, dn, dhn, dh_prev);
+    s.set_grad_gate(0, dr);
+    s.set_grad_gate(1, dz);
+    s.set_grad_input_gate(2, dn);
+    s.set_grad_hidden_gate(2, dhn);
+    return dh_prev;
+  }
+};
+
+// The GRU with its options, chosen at run time: zoneout of h, a mask of 0 and 1 [N, H]
+// (training) plus a probability, scalar 0 (eval; 0 with a mask), and the loop's recurrent mask
+// (recurrent dropout).
+struct GRUExt : GRU {
+  static constexpr const char* kName = "gru_ext";
+  static constexpr std::array<ParamSpec, 2> kParams{
+      {{"zoneout_h", ParamRole::kRowInput, 1}, {"recurrent_mask", ParamRole::kRecurrentMask}}};
+  static constexpr std::array<StepInputSpec, 2> kInputs{
+      {{InputSource::kHiddenBiasLastGate}, {InputSource::kParam, 0}}};
+  static constexpr int kScalars = 1;
+
+  template <typename Step>
+  static RNNKERNELS_HD void forward(const Step& s) {
+    const auto h = cells::zoneout(s.input(1) + s.scalar(0), s.state(0), update(s));
+    s.set_state(0, h);
+    s.set_output(h);
   }
 
   template <typename Step>
   static RNNKERNELS_HD void backward(const Step& s) {
     using V = typename Step::Value;
-    V dr, dz, dn, dhn, dh_prev;
-    cells::gru_backward<typename Step::Math>(s.saved(0), s.saved(1), s.saved(2), s.saved(3),
-                                             s.previous_state(0), s.grad_state(0), dr, dz, dn,
-                                             dhn, dh_prev);
-    s.set_grad_gate(0, dr);
-    s.set_grad_gate(1, dz);
-    s.set_grad_input_gate(2, dn);
-    s.set_grad_hidden_gate(2, dhn);
-    s.set_grad_state(0, dh_prev);
+    const V dh = s.grad_state(0), kept = s.input(1) + s.scalar(0);
+    s.set_grad_state(0, set_grad_gates(s, (V(1) - kept) * dh) + kept * dh);
   }
 };
 
