@@ -72,6 +72,9 @@ struct VecMath {
   static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
   template <typename V>
   static V relu_backward(V y, V dy) { return V::blendv(dy, V(0), y <= V(0)); }
+  // A layer norm's 1 / sqrt(x): at::vec's, a square root and a division.
+  template <typename V>
+  static V rsqrt(V x) { return x.rsqrt(); }
 };
 
 // How the loops read and write T: float and double a vector at a time; the half types one element

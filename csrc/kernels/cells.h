@@ -5,7 +5,8 @@
 //   M: the math policy that supplies the activations (ScalarMath below for one element; the CPU
 //      path passes a policy over at::vec::Vectorized so one call handles a whole vector), and
 //   V: the value type (float or double for ScalarMath; half types are computed in float).
-// Only +, -, * and the policy's functions are used, so the same code runs on scalars and vectors.
+// Only +, -, * and the policy's functions (sigmoid, tanh, relu, rsqrt) are used, so the same code
+// runs on scalars and vectors.
 //
 // Conventions: "*_pre" is a gate's pre-activation (input projection + hidden projection + biases),
 // "d*" a gradient of the loss. Gate order is torch.nn's: LSTM (i, f, g, o), GRU (r, z, n).
@@ -26,8 +27,10 @@ RNNKERNELS_HD float exp_(float x) { return expf(x); }
 RNNKERNELS_HD double exp_(double x) { return exp(x); }
 RNNKERNELS_HD float tanh_(float x) { return tanhf(x); }
 RNNKERNELS_HD double tanh_(double x) { return tanh(x); }
+RNNKERNELS_HD float sqrt_(float x) { return sqrtf(x); }
+RNNKERNELS_HD double sqrt_(double x) { return sqrt(x); }
 
-// Activations on one float or double.
+// Activations (and the rsqrt of a layer norm) on one float or double.
 struct ScalarMath {
   template <typename V>
   static RNNKERNELS_HD V sigmoid(V x) { return V(1) / (V(1) + exp_(-x)); }
@@ -39,6 +42,9 @@ struct ScalarMath {
   // Gradient of relu given its output y: zero where y <= 0, as torch's threshold_backward.
   template <typename V>
   static RNNKERNELS_HD V relu_backward(V y, V dy) { return y <= V(0) ? V(0) : dy; }
+  // 1 / sqrt(x), for a layer norm's statistics.
+  template <typename V>
+  static RNNKERNELS_HD V rsqrt(V x) { return V(1) / sqrt_(x); }
 };
 
 template <typename V>
@@ -46,15 +52,34 @@ struct LSTMGates {
   V i, f, g, o;
 };
 
-// c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
+// The activated gates and c_t = f * c_{t-1} + i * g.
 template <typename M, typename V>
-RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c, V& h) {
+RNNKERNELS_HD void lstm_cell_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c) {
   act.i = M::sigmoid(pre.i);
   act.f = M::sigmoid(pre.f);
   act.g = M::tanh(pre.g);
   act.o = M::sigmoid(pre.o);
   c = act.f * c_prev + act.i * act.g;
+}
+
+// c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c, V& h) {
+  lstm_cell_forward<M>(pre, c_prev, act, c);
   h = act.o * M::tanh(c);
+}
+
+// The pre-activation gate gradients and dL/dc_{t-1}, given the activated gates, c_{t-1}, the
+// tanh that h_t = o * tanh(...) took, dh = dL/dh_t and dc_total = dL/dc_t (all of it: carried
+// from t+1 and through h_t).
+template <typename V>
+RNNKERNELS_HD void lstm_cell_backward(const LSTMGates<V>& act, V c_prev, V tanh_out, V dh,
+                                      V dc_total, LSTMGates<V>& dpre, V& dc_prev) {
+  dpre.i = dc_total * act.g * act.i * (V(1) - act.i);
+  dpre.f = dc_total * c_prev * act.f * (V(1) - act.f);
+  dpre.g = dc_total * act.i * (V(1) - act.g * act.g);
+  dpre.o = dh * tanh_out * act.o * (V(1) - act.o);
+  dc_prev = dc_total * act.f;
 }
 
 // Given the activated gates and c_t saved by the forward, dh = dL/dh_t (before projection) and
@@ -64,12 +89,8 @@ template <typename M, typename V>
 RNNKERNELS_HD void lstm_backward(const LSTMGates<V>& act, V c, V c_prev, V dh, V dc,
                                  LSTMGates<V>& dpre, V& dc_prev, V& h) {
   const V tanh_c = M::tanh(c);
-  const V dc_total = dc + dh * act.o * (V(1) - tanh_c * tanh_c);
-  dpre.i = dc_total * act.g * act.i * (V(1) - act.i);
-  dpre.f = dc_total * c_prev * act.f * (V(1) - act.f);
-  dpre.g = dc_total * act.i * (V(1) - act.g * act.g);
-  dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
-  dc_prev = dc_total * act.f;
+  lstm_cell_backward(act, c_prev, tanh_c, dh, dc + dh * act.o * (V(1) - tanh_c * tanh_c), dpre,
+                     dc_prev);
   h = act.o * tanh_c;
 }
 
@@ -133,6 +154,32 @@ RNNKERNELS_HD void indrnn_backward(V h, V dh, V u, V h_prev, V& dpre, V& du, V& 
   dpre = rnn_backward<M, Relu>(h, dh);
   du = dpre * h_prev;
   dh_prev = dpre * u;
+}
+
+// Layer norm (Ba et al. 2016) of one value v of a row, given the row's mean and rstd =
+// 1 / sqrt(variance + eps): the normalised value, to which the cell applies its gain and shift.
+template <typename V>
+RNNKERNELS_HD V layer_norm_forward(V v, V mean, V rstd) {
+  return (v - mean) * rstd;
+}
+
+// dL/dv from the normalised value xhat, dxhat = dL/dxhat (the gain already applied), rstd, and
+// the row's means of dxhat and of dxhat * xhat.
+template <typename V>
+RNNKERNELS_HD V layer_norm_backward(V xhat, V dxhat, V rstd, V mean_dxhat, V mean_dxhat_xhat) {
+  return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
+}
+
+// The layer-normalised LSTM's output h_t = o * tanh(y), y its normalised c_t after the gain and
+// shift; the backward gives tanh(y) (for the o gate's gradient) and dy = dL/dy from dh = dL/dh_t.
+template <typename M, typename V>
+RNNKERNELS_HD V layer_norm_lstm_output(V o, V y) {
+  return o * M::tanh(y);
+}
+template <typename M, typename V>
+RNNKERNELS_HD void layer_norm_lstm_output_backward(V o, V y, V dh, V& tanh_y, V& dy) {
+  tanh_y = M::tanh(y);
+  dy = dh * o * (V(1) - tanh_y * tanh_y);
 }
 
 }  // namespace cells

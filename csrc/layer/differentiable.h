@@ -57,6 +57,7 @@ struct TensorMath {
   static TensorValue sigmoid(const TensorValue& x) { return at::sigmoid(x.tensor()); }
   static TensorValue tanh(const TensorValue& x) { return at::tanh(x.tensor()); }
   static TensorValue relu(const TensorValue& x) { return at::relu(x.tensor()); }
+  static TensorValue rsqrt(const TensorValue& x) { return at::rsqrt(x.tensor()); }
 };
 
 // The forward accessor of step.h on a step's rows as tensors: gates [rows, G*H], states
