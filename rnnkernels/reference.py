@@ -1,6 +1,7 @@
-"""Plain PyTorch references of the layer operators (and a multi-layer LSTM and IndRNN): the test
-oracle, the differentiable path for double backward, and what ONNX export runs where ONNX has no
-operator (an LSTM with a projection, IndRNN).
+"""Plain PyTorch references of the layer operators (and multi-layer forms of the LSTM, IndRNN and
+the layer-normalised LSTM and GRU): the test oracle, the differentiable path for double backward,
+and what ONNX export runs where ONNX has no operator (an LSTM with a projection, IndRNN, the
+layer-normalised LSTM and GRU).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
@@ -8,12 +9,15 @@ Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed
   after those of the steps before it, as in :class:`torch.nn.utils.rnn.PackedSequence`;
 - ``batch_sizes`` ``[T]``: int64 on the CPU, non-increasing;
 - ``h0`` ``[B, P]``, ``c0`` ``[B, H]``; ``w_ih`` ``[G*H, I]``, ``w_hh`` ``[G*H, P]`` (IndRNN's
-  ``[H]``), ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None; gate order as torch.nn.
+  ``[H]``), ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None, the layer norms'
+  ``ln_w_ih``/``ln_w_hh`` ``[G*H]``, ``ln_w_c``/``ln_b_c`` ``[H]``; gate order as torch.nn.
 
 Each returns ``output`` ``[N, P]`` and the final states (``[B, P]``, ``[B, H]``): a sequence's
 final state is the one after its own last step. ``reverse`` runs from the last step to the first;
 a sequence then starts from the initial state at its own last step.
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -43,16 +47,21 @@ def _scan(input, batch_sizes, states, reverse, cell):
     return output, states
 
 
+def _lstm_update(gates, c):
+    """The LSTM's gates (i, f, g, o) from their pre-activations ``[rows, 4H]`` and c_{t-1}:
+    ``(o, c_t)``, the activated output gate and c_t = f * c_{t-1} + i * g."""
+    i, f, g, o = gates.chunk(4, 1)
+    return torch.sigmoid(o), torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+
+
 def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
                reverse=False):
     """Returns ``output [N, P], h_n [B, P], c_n [B, H]``."""
 
     def cell(x, state):
         h, c = state
-        gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        o, c = _lstm_update(F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh), c)
+        h = o * torch.tanh(c)
         if w_hr is not None:
             h = h @ w_hr.t()
         return h, [h, c]
@@ -66,16 +75,22 @@ def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=
 
     def cell(x, state):
         (h,) = state
-        xr, xz, xn = F.linear(x, w_ih, b_ih).chunk(3, 1)
-        hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, 1)
-        r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
+        h = _gru_update(F.linear(x, w_ih, b_ih), F.linear(h, w_hh, b_hh), h)
         return h, [h]
 
     output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
     return output, h_n
+
+
+def _gru_update(input_side, hidden_side, h):
+    """The GRU's h_t from its input side (xr, xz, xn) and hidden side (hr, hz, hn), ``[rows, 3H]``
+    each, and h_{t-1}."""
+    xr, xz, xn = input_side.chunk(3, 1)
+    hr, hz, hn = hidden_side.chunk(3, 1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
 
 
 def _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse):
@@ -111,17 +126,59 @@ def indrnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonli
     return _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse)
 
 
+def _normalised(x, weight, gain, shift):
+    """``LN(x W^T; gain, shift)``, the layer norm over all of a row's values, torch.nn.LayerNorm's
+    eps; ``shift`` None adds none (a bias after the norm is a shift)."""
+    return F.layer_norm(F.linear(x, weight), (weight.shape[0],), gain, shift, eps=1e-5)
+
+
+def layernorm_lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
+                         ln_w_c, ln_b_c, reverse=False):
+    """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; ln_w_ih) + b_ih +
+    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 4H values of a row), ``c_t = f *
+    c_{t-1} + i * g``, ``h_t = o * tanh(LN(c_t; ln_w_c, ln_b_c))``; ``b_ih``, ``b_hh`` may be
+    None. Returns ``output [N, H], h_n [B, H], c_n [B, H]``."""
+
+    def cell(x, state):
+        h, c = state
+        gates = _normalised(x, w_ih, ln_w_ih, b_ih) + _normalised(h, w_hh, ln_w_hh, b_hh)
+        o, c = _lstm_update(gates, c)
+        h = o * torch.tanh(F.layer_norm(c, c.shape[1:], ln_w_c, ln_b_c, eps=1e-5))
+        return h, [h, c]
+
+    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
+    return output, h_n, c_n
+
+
+def layernorm_gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
+                        reverse=False):
+    """Layer-normalised GRU: ``(xr, xz, xn) = LN(x W_ih^T; ln_w_ih) + b_ih``, ``(hr, hz, hn) =
+    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 3H values of a row), then the GRU's
+    equations; ``b_ih``, ``b_hh`` may be None. Returns ``output [N, H], h_n [B, H]``."""
+
+    def cell(x, state):
+        (h,) = state
+        h = _gru_update(_normalised(x, w_ih, ln_w_ih, b_ih), _normalised(h, w_hh, ln_w_hh, b_hh), h)
+        return h, [h]
+
+    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
+    return output, h_n
+
+
 # ---------------------------------------------------------------------------------------------
 # Multi-layer forms, with the arguments and results of rnnkernels.functional's.
 
 
 def _stack(layer, input, states, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, projected=False):
-    """Runs ``layer(rows, batch_sizes, states, params, reverse) -> (out, new_states)`` over layers
-    and directions as torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``.
+           batch_first, batch_sizes):
+    """Runs ``layer(rows, batch_sizes, *states, *params, reverse=...) -> (out, *new_states)``, a
+    layer function of this module, over layers and directions as torch.nn does, with dropout
+    between layers; ``states`` are ``[L*D, B, *]``, ``params`` a layer and direction's ``w_ih,
+    w_hh, b_ih, b_hh`` (None without bias) and the cell's own that follow them in ``weights``.
     A padded input's step sizes are a list of ints, so that tracing sees no tensor contents."""
     directions = 2 if bidirectional else 1
-    per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
+    per_layer = len(weights) // (num_layers * directions)
+    common = 4 if bias else 2
     if batch_sizes is None:
         if batch_first:
             input = input.transpose(0, 1)
@@ -135,11 +192,9 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
         for direction in range(directions):
             k = index * directions + direction
             params = list(weights[k * per_layer:(k + 1) * per_layer])
-            w_ih, w_hh = params[:2]
-            b_ih, b_hh = params[2:4] if bias else (None, None)
-            w_hr = params[-1] if projected else None
-            out, new = layer(rows, sizes, [s[k] for s in states], (w_ih, w_hh, b_ih, b_hh, w_hr),
-                             direction == 1)
+            biases = params[2:4] if bias else [None, None]
+            out, *new = layer(rows, sizes, *[s[k] for s in states], *params[:2], *biases,
+                              *params[common:], reverse=direction == 1)
             outputs.append(out)
             for final, state in zip(finals, new):
                 final.append(state)
@@ -156,30 +211,33 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
 def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
          bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer LSTM as ``rnnkernels.functional.lstm``. Returns ``(output, (h_n, c_n))``."""
-    directions = 2 if bidirectional else 1
-    projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
-
-    def layer(rows, sizes, states, params, reverse):
-        w_ih, w_hh, b_ih, b_hh, w_hr = params
-        out, h_n, c_n = lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih, b_hh,
-                                   w_hr, reverse)
-        return out, [h_n, c_n]
-
-    output, (h_n, c_n) = _stack(layer, input, list(hx), weights, bias, num_layers, dropout,
-                                training, bidirectional, batch_first, batch_sizes, projected)
+    output, (h_n, c_n) = _stack(lstm_layer, input, list(hx), weights, bias, num_layers, dropout,
+                                training, bidirectional, batch_first, batch_sizes)
     return output, (h_n, c_n)
 
 
 def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,
            training=False, bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer IndRNN as ``rnnkernels.functional.indrnn``. Returns ``(output, h_n)``."""
+    output, (h_n,) = _stack(functools.partial(indrnn_layer, nonlinearity=nonlinearity), input,
+                            [hx], weights, bias, num_layers, dropout, training, bidirectional,
+                            batch_first, batch_sizes)
+    return output, h_n
 
-    def layer(rows, sizes, states, params, reverse):
-        w_ih, w_hh, b_ih, b_hh, _ = params
-        out, h_n = indrnn_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, nonlinearity,
-                                reverse)
-        return out, [h_n]
 
-    output, (h_n,) = _stack(layer, input, [hx], weights, bias, num_layers, dropout, training,
-                            bidirectional, batch_first, batch_sizes)
+def layernorm_lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                   bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised LSTM as ``rnnkernels.functional.layernorm_lstm``. Returns
+    ``(output, (h_n, c_n))``."""
+    output, (h_n, c_n) = _stack(layernorm_lstm_layer, input, list(hx), weights, bias, num_layers,
+                                dropout, training, bidirectional, batch_first, batch_sizes)
+    return output, (h_n, c_n)
+
+
+def layernorm_gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                  bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised GRU as ``rnnkernels.functional.layernorm_gru``. Returns
+    ``(output, h_n)``."""
+    output, (h_n,) = _stack(layernorm_gru_layer, input, [hx], weights, bias, num_layers, dropout,
+                            training, bidirectional, batch_first, batch_sizes)
     return output, h_n
