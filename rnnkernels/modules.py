@@ -22,10 +22,12 @@ Two consequences of being torch.nn's classes:
 recurrent dropout, weight drop; ``_Options``), keyword-only and off by default: off, nothing of
 the above changes.
 
-``IndRNN`` has no torch.nn class: it is a ``torch.nn.RNNBase`` (not an ``RNN``, so Dynamo traces
-it without ``allow_rnn``) with torch.nn.RNN's arguments, parameter names, initialisation, inputs,
-outputs and checks, whose recurrent weights are vectors; it exports to ONNX as
-``rnnkernels.reference``'s steps.
+``IndRNN``, ``LayerNormLSTM`` and ``LayerNormGRU`` have no torch.nn class: each is a
+``torch.nn.RNNBase`` (not an ``RNN``, ``LSTM`` or ``GRU``, so Dynamo traces it without
+``allow_rnn``) with the arguments, parameter names, initialisation, inputs, outputs and checks of
+torch.nn.RNN (IndRNN, whose recurrent weights are vectors), LSTM and GRU (the layer-normalised
+ones, with their norms' parameters added); each exports to ONNX as ``rnnkernels.reference``'s
+steps.
 """
 
 import math
@@ -39,7 +41,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import functional, reference
 from ._ops import ops
 
-__all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LayerNormLSTM", "LayerNormGRU", "LSTMCell", "GRUCell",
+           "RNNCell"]
 
 
 def _scalar_type_name(dtype):
@@ -155,6 +158,57 @@ class _Recurrent(nn.RNNBase):
         )
 
 
+class _LSTMStates(_Recurrent):
+    """The states of an LSTM, ``(h, c)``, as torch.nn.LSTM takes, checks and returns them: for
+    ``LSTM`` and ``LayerNormLSTM`` (which is no torch.nn.LSTM, so it takes torch.nn.LSTM's
+    checks and permutation from here)."""
+
+    check_forward_args = nn.LSTM.check_forward_args
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    permute_hidden = nn.LSTM.permute_hidden
+
+    def _check_hx_dims(self, hx, is_batched):
+        expected = 3 if is_batched else 2
+        if hx[0].dim() != expected or hx[1].dim() != expected:
+            kind = "batched 3-D" if is_batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {kind} input, hx and cx should also be {expected}-D but got "
+                f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+            )
+
+    def _zero_state(self, input, batch):
+        directions = 2 if self.bidirectional else 1
+        shape = (self.num_layers * directions, batch)
+        state = self.proj_size if self.proj_size > 0 else self.hidden_size
+        return (
+            torch.zeros(*shape, state, dtype=input.dtype, device=input.device),
+            torch.zeros(*shape, self.hidden_size, dtype=input.dtype, device=input.device),
+        )
+
+    def _unsqueeze_state(self, hx):
+        return hx[0].unsqueeze(1), hx[1].unsqueeze(1)
+
+    def _squeeze_state(self, hidden):
+        return hidden[0].squeeze(1), hidden[1].squeeze(1)
+
+    def _check_packed(self, input, hx):
+        # torch.nn's LSTM hands packed input to ATen unchecked, which indexes the states' third
+        # dimension and multiplies the input by the weights first.
+        for state in () if hx is None else hx:
+            if state.dim() < 3:
+                raise IndexError(f"Dimension out of range (expected to be in range of "
+                                 f"[{-state.dim()}, {state.dim() - 1}], but got 2)")
+        weight = self._flat_weights[0]
+        if input.dtype != weight.dtype and functional.autocast_dtype(input) is None:
+            raise _mm_dtype_error(input.dtype, weight.dtype)
+
+    def _check_state(self, input, hx):
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        super()._check_state(input, hx[0])
+        super()._check_state(input, hx[1])
+
+
 class _Options:
     """The options of LSTM and GRU that torch.nn lacks (README, "LSTM and GRU options"), each off
     by default, and then the layer is torch.nn's in everything (parameters, state_dict, the
@@ -220,7 +274,7 @@ class _Options:
         return self._extended()
 
 
-class LSTM(_Options, _Recurrent, nn.LSTM):
+class LSTM(_Options, _LSTMStates, nn.LSTM):
     """Drop-in ``torch.nn.LSTM`` (a subclass): same arguments (``input_size, hidden_size,
     num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
     device=None, dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::lstm``.
@@ -257,47 +311,6 @@ class LSTM(_Options, _Recurrent, nn.LSTM):
             weight = nn.Parameter(self.weight_ih_l0.new_empty(3 * self.hidden_size))
             nn.init.uniform_(weight, -bound, bound)
             setattr(self, name, weight)
-
-    def _check_hx_dims(self, hx, is_batched):
-        expected = 3 if is_batched else 2
-        if hx[0].dim() != expected or hx[1].dim() != expected:
-            kind = "batched 3-D" if is_batched else "unbatched 2-D"
-            raise RuntimeError(
-                f"For {kind} input, hx and cx should also be {expected}-D but got "
-                f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
-            )
-
-    def _zero_state(self, input, batch):
-        directions = 2 if self.bidirectional else 1
-        shape = (self.num_layers * directions, batch)
-        state = self.proj_size if self.proj_size > 0 else self.hidden_size
-        return (
-            torch.zeros(*shape, state, dtype=input.dtype, device=input.device),
-            torch.zeros(*shape, self.hidden_size, dtype=input.dtype, device=input.device),
-        )
-
-    def _unsqueeze_state(self, hx):
-        return hx[0].unsqueeze(1), hx[1].unsqueeze(1)
-
-    def _squeeze_state(self, hidden):
-        return hidden[0].squeeze(1), hidden[1].squeeze(1)
-
-    def _check_packed(self, input, hx):
-        # torch.nn's LSTM hands packed input to ATen unchecked, which indexes the states' third
-        # dimension and multiplies the input by the weights first.
-        for state in () if hx is None else hx:
-            if state.dim() < 3:
-                raise IndexError(f"Dimension out of range (expected to be in range of "
-                                 f"[{-state.dim()}, {state.dim() - 1}], but got 2)")
-        weight = self._flat_weights[0]
-        if input.dtype != weight.dtype and functional.autocast_dtype(input) is None:
-            raise _mm_dtype_error(input.dtype, weight.dtype)
-
-    def _check_state(self, input, hx):
-        if len(hx) != 2:
-            raise RuntimeError("lstm expects two hidden states")
-        super()._check_state(input, hx[0])
-        super()._check_state(input, hx[1])
 
     def _onnx_has_no_operator(self):
         # ONNX's LSTM has no projection: torch.nn's TorchScript exporter refuses such a layer and
@@ -383,7 +396,56 @@ class RNN(_Recurrent, nn.RNN):
                               batch_sizes=batch_sizes, **self._options())
 
 
-class IndRNN(_Recurrent):
+class _NewLayer(_Recurrent):
+    """A layer torch.nn has no class for: a ``torch.nn.RNNBase`` of torch.nn's ``mode`` (not an
+    RNN, LSTM or GRU, so Dynamo traces it without ``allow_rnn``) with that mode's arguments,
+    checks, inputs and outputs, and its parameters per layer and direction as
+    ``_layer_parameters`` changes torch.nn's. Runs ``functional.<_function>``; exports to ONNX
+    as ``reference.<_function>``'s steps."""
+
+    _function = None
+
+    def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                 bidirectional, device, dtype):
+        # torch.nn's argument checks and parameters, on the meta device: the layer's changes come
+        # before anything is allocated, then all are allocated and initialised (reset_parameters).
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device="meta", dtype=dtype)
+        self.mode = type(self).__name__
+        layers = []
+        for names in self._all_weights:
+            layers.append(self._layer_parameters(names[0].removeprefix("weight_ih"),
+                                                 [(name, getattr(self, name)) for name in names]))
+            for name in names:
+                delattr(self, name)
+        # Registered layer by layer, in torch.nn's order; to_empty then rebuilds _flat_weights.
+        self._all_weights = [[name for name, _ in layer] for layer in layers]
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
+        for layer in layers:
+            for name, param in layer:
+                self.register_parameter(name, param)
+        self.to_empty(device=torch.get_default_device() if device is None else device)
+        self.reset_parameters()
+
+    def _layer_parameters(self, suffix, params):
+        """The parameters of the layer and direction of ``suffix`` (``"_l0"``, ``"_l1_reverse"``)
+        from torch.nn's, ``[(name, Parameter)]`` in order, all on the meta device."""
+        return params
+
+    def flatten_parameters(self):
+        """Nothing to lay out: cuDNN, whose weight buffer torch.nn's flattening fills, has no
+        such layer."""
+
+    def _onnx_has_no_operator(self):
+        return True
+
+    def _run(self, input, hx, batch_sizes):
+        forms = reference if _exporting_to_onnx() else functional
+        return getattr(forms, self._function)(input, hx, self._flat_weights,
+                                              batch_sizes=batch_sizes, **self._options())
+
+
+class IndRNN(_NewLayer):
     """Independently recurrent network (Li et al. 2018), ``h_t = act(x_t W_ih^T + b_ih + w_hh *
     h_{t-1} + b_hh)``, ``act`` relu or tanh: torch.nn.RNN's arguments (``input_size,
     hidden_size, num_layers=1, nonlinearity='relu', bias=True, batch_first=False, dropout=0.0,
@@ -391,28 +453,23 @@ class IndRNN(_Recurrent):
     each ``weight_hh_l{k}`` is ``[hidden_size]``, one recurrent weight per unit (no recurrent
     GEMM). Runs the ``indrnn_relu`` or ``indrnn_tanh`` cell of ``rnnkernels::stacked``."""
 
+    _function = "indrnn"
+
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="relu", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
             )
-        # torch.nn's argument checks and parameters, on the meta device: the recurrent weights
-        # become vectors before anything is allocated, then all are allocated and initialised
-        # as torch.nn.RNN's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
+        # Initialised as torch.nn.RNN's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
         super().__init__("RNN_TANH", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, device="meta", dtype=dtype)
-        self.mode = "IndRNN"
+                         dropout, bidirectional, device, dtype)
         self.nonlinearity = nonlinearity
-        for name in self._flat_weights_names:
-            if name.startswith("weight_hh"):
-                setattr(self, name, nn.Parameter(self.weight_ih_l0.new_empty(hidden_size)))
-        self.to_empty(device=torch.get_default_device() if device is None else device)
-        self.reset_parameters()
 
-    def flatten_parameters(self):
-        """Nothing to lay out: cuDNN, whose weight buffer torch.nn's flattening fills, has no
-        IndRNN."""
+    def _layer_parameters(self, suffix, params):
+        # One recurrent weight per unit: weight_hh a vector.
+        return [(name, nn.Parameter(param.new_empty(self.hidden_size))
+                 if name.startswith("weight_hh") else param) for name, param in params]
 
     def extra_repr(self):
         options = super().extra_repr()
@@ -420,13 +477,71 @@ class IndRNN(_Recurrent):
             return options
         return f"{options}, nonlinearity={self.nonlinearity!r}"
 
-    def _onnx_has_no_operator(self):
-        return True
+    def _options(self):
+        return dict(super()._options(), nonlinearity=self.nonlinearity)
 
-    def _run(self, input, hx, batch_sizes):
-        run = reference.indrnn if _exporting_to_onnx() else functional.indrnn
-        return run(input, hx, self._flat_weights, nonlinearity=self.nonlinearity,
-                   batch_sizes=batch_sizes, **self._options())
+
+class _LayerNormLayer(_NewLayer):
+    """A layer-normalised layer (Ba et al. 2016): torch.nn's ``_torch_mode`` layer's arguments
+    (no ``proj_size``), inputs, outputs and parameters, each layer and direction's followed by
+    its norms' ``layer_norm_<norm>_l{k}[_reverse]`` for each ``(norm, width in units of
+    hidden_size, initial value)`` of ``_norms``. The weights and biases are initialised as
+    torch.nn's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), the norms' gains to 1 and
+    shifts to 0."""
+
+    _torch_mode = None
+    _norms = ()
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__(self._torch_mode, input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, device, dtype)
+
+    def _layer_parameters(self, suffix, params):
+        weight = params[0][1]
+        return params + [(f"layer_norm_{norm}{suffix}",
+                          nn.Parameter(weight.new_empty(width * self.hidden_size)))
+                         for norm, width, _ in self._norms]
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        with torch.no_grad():
+            for name, param in self.named_parameters(recurse=False):
+                for norm, _, value in self._norms:
+                    if name.startswith(f"layer_norm_{norm}_l"):
+                        param.fill_(value)
+
+
+class LayerNormLSTM(_LSTMStates, _LayerNormLayer):
+    """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; w_ih) + b_ih +
+    LN(h_{t-1} W_hh^T; w_hh) + b_hh`` (each norm over all 4 * hidden_size values),
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(LN(c_t; w_c, b_c))``. torch.nn.LSTM's
+    arguments (``input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None``; no ``proj_size``), inputs,
+    outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``,
+    ``layer_norm_hh_weight_l{k}`` ``[4 * hidden_size]``, ``layer_norm_c_weight_l{k}``,
+    ``layer_norm_c_bias_l{k}`` ``[hidden_size]``. Runs the ``layernorm_lstm`` cell of
+    ``rnnkernels::stacked``."""
+
+    _function = "layernorm_lstm"
+    _torch_mode = "LSTM"
+    _norms = (("ih_weight", 4, 1.0), ("hh_weight", 4, 1.0), ("c_weight", 1, 1.0),
+              ("c_bias", 1, 0.0))
+
+
+class LayerNormGRU(_LayerNormLayer):
+    """Layer-normalised GRU: ``(xr, xz, xn) = LN(x W_ih^T; w_ih) + b_ih``, ``(hr, hz, hn) =
+    LN(h_{t-1} W_hh^T; w_hh) + b_hh`` (each norm over all 3 * hidden_size values), then
+    torch.nn.GRU's ``r = sigmoid(xr + hr)``, ``z = sigmoid(xz + hz)``, ``n = tanh(xn + r * hn)``,
+    ``h_t = (1 - z) * n + z * h_{t-1}``. torch.nn.GRU's arguments (``input_size, hidden_size,
+    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None,
+    dtype=None``), inputs, outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``
+    and ``layer_norm_hh_weight_l{k}`` ``[3 * hidden_size]``. Runs the ``layernorm_gru`` cell of
+    ``rnnkernels::stacked``."""
+
+    _function = "layernorm_gru"
+    _torch_mode = "GRU"
+    _norms = (("ih_weight", 3, 1.0), ("hh_weight", 3, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,4 +701,5 @@ def _single_state_cell(cell, input, hx, run, carries_state):
 # Whole-model checkpoints: torch.load(weights_only=True), torch's default, unpickles only
 # allowlisted classes. Programs allowlist torch.nn's layers; ours are allowlisted with them once
 # the package is imported, so such a checkpoint loads after rnnkernels.convert too.
-torch.serialization.add_safe_globals([LSTM, GRU, RNN, IndRNN, LSTMCell, GRUCell, RNNCell])
+torch.serialization.add_safe_globals([LSTM, GRU, RNN, IndRNN, LayerNormLSTM, LayerNormGRU, LSTMCell,
+                                      GRUCell, RNNCell])

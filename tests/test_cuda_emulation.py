@@ -4,10 +4,10 @@ and compared with that path, forward and backward, for every cell, direction and
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
 Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
-the library takes yet (a reduction over the row, a param with a gradient of its own, a per-row
-input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for
-double backward against a PyTorch reference, and on the emulated CUDA kernels against the CPU
-driver.
+the library takes yet (a per-row input, a scalar) beside a reduction over the row and params
+with gradients of their own (as the layer-normalised cells) and no dense recurrence (as IndRNN):
+on the CPU driver and its recomputation for double backward against a PyTorch reference, and on
+the emulated CUDA kernels against the CPU driver.
 
 The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
 arguments of torch.ops.rnnkernels.layer and layer_backward; the tests' cell's CPU ones are
@@ -28,7 +28,7 @@ EMULATION = ROOT / "tests" / "cuda_emulation"
 
 TEST_CELL = "centred_indrnn"
 GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
-         "indrnn_relu": 1, TEST_CELL: 1,
+         "indrnn_relu": 1, "layernorm_lstm": 4, "layernorm_gru": 3, TEST_CELL: 1,
          "lstm_ext": 4, "lstm_ext_eval": 4, "gru_ext": 3, "gru_ext_eval": 3}
 # The cells with the LSTM's and GRU's options (test_lstm_options.py), by case: in training with
 # every mask, in eval with the zoneout probabilities instead.
@@ -36,6 +36,9 @@ EXTENDED = {"lstm_ext": "lstm_ext", "lstm_ext_eval": "lstm_ext", "gru_ext": "gru
             "gru_ext_eval": "gru_ext"}
 # The cells without a dense recurrence: w_hh is u [H], one weight per unit.
 ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
+# The layer-normalised cells: the gains of both sides' norms [G*H], and for the LSTM c_t's norm's
+# gain and shift [H].
+LAYER_NORM = {"layernorm_lstm", "layernorm_gru"}
 SCALE = 0.9  # the tests' cell's scalar
 DTYPES = {
     "f64": torch.float64,
@@ -54,6 +57,11 @@ TOL = {
     torch.float16: dict(rtol=1e-3, atol=1e-3),
     torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
 }
+# The layer-normalised cells' float16 bound: their norms' sums run in another order on the two
+# sides (the CPU driver's row in turn, a block's tree in shared memory), so a saved normalised
+# value now and then rounds to the other neighbouring half, and one weight gradient element in
+# thousands, summed through a GEMM, differs by a few ulps.
+LAYER_NORM_TOL = {torch.float16: dict(rtol=5e-3, atol=5e-3)}
 # 256 threads a block: one block covers 256 elements of a step, so a limit of one block makes the
 # loop wrap at the sizes below (9 rows x 37 units at the first step); 0 is no limit.
 GRID_LIMITS = {"grid1": 1, "full": 0}
@@ -105,10 +113,14 @@ def make_args(cell, dtype):
     params = [randn(gates * HIDDEN, INPUT, scale=scale), randn(gates * HIDDEN, state, scale=scale),
               randn(gates * HIDDEN, scale=0.5), randn(gates * HIDDEN, scale=0.5)]
     scalars = []
-    if lstm:
+    if lstm or cell == "layernorm_lstm":
         states.append(randn(batch, HIDDEN, scale=0.5))
     if cell in ("lstm", "lstm_proj"):
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
+    if cell in LAYER_NORM:
+        params += [1 + randn(gates * HIDDEN, scale=0.2), 1 + randn(gates * HIDDEN, scale=0.2)]
+    if cell == "layernorm_lstm":
+        params += [1 + randn(HIDDEN, scale=0.2), randn(HIDDEN, scale=0.5)]
     if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
     if cell == TEST_CELL:
@@ -174,7 +186,8 @@ def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
     assert len(got) == len(want)
     for index, (g, w) in enumerate(zip(got, want)):
         assert g.dtype == w.dtype and g.shape == w.shape, index
-        torch.testing.assert_close(g, w, **TOL[dtype], msg=lambda m: f"result {index}: {m}")
+        tolerance = LAYER_NORM_TOL.get(dtype, TOL[dtype]) if cell in LAYER_NORM else TOL[dtype]
+        torch.testing.assert_close(g, w, **tolerance, msg=lambda m: f"result {index}: {m}")
 
 
 def reference_of_test_cell(input, batch_sizes, h0, w_ih, u, b_ih, b_hh, gain, mask, scale,

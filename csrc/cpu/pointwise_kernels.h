@@ -77,6 +77,9 @@ struct VecMath {
   static V clip(V x, V bound) { return at::vec::minimum(at::vec::maximum(x, bound.neg()), bound); }
   template <typename V>
   static V clip_backward(V x, V bound, V dy) { return V::blendv(dy, V(0), x.abs() > bound); }
+  // A layer norm's 1 / sqrt(x): at::vec's, a square root and a division.
+  template <typename V>
+  static V rsqrt(V x) { return x.rsqrt(); }
 };
 
 // How the loops read and write T: float and double a vector at a time; the half types one element

@@ -5,7 +5,8 @@
 //   M: the math policy that supplies the activations (ScalarMath below for one element; the CPU
 //      path passes a policy over at::vec::Vectorized so one call handles a whole vector), and
 //   V: the value type (float or double for ScalarMath; half types are computed in float).
-// Only +, -, * and the policy's functions are used, so the same code runs on scalars and vectors.
+// Only +, -, * and the policy's functions (sigmoid, tanh, relu, clip, rsqrt) are used, so the
+// same code runs on scalars and vectors.
 //
 // Conventions: "*_pre" is a gate's pre-activation (input projection + hidden projection + biases),
 // "d*" a gradient of the loss. Gate order is torch.nn's: LSTM (i, f, g, o), GRU (r, z, n).
@@ -26,8 +27,10 @@ RNNKERNELS_HD float exp_(float x) { return expf(x); }
 RNNKERNELS_HD double exp_(double x) { return exp(x); }
 RNNKERNELS_HD float tanh_(float x) { return tanhf(x); }
 RNNKERNELS_HD double tanh_(double x) { return tanh(x); }
+RNNKERNELS_HD float sqrt_(float x) { return sqrtf(x); }
+RNNKERNELS_HD double sqrt_(double x) { return sqrt(x); }
 
-// Activations on one float or double.
+// Activations (and the clip of a cell, the rsqrt of a layer norm) on one float or double.
 struct ScalarMath {
   template <typename V>
   static RNNKERNELS_HD V sigmoid(V x) { return V(1) / (V(1) + exp_(-x)); }
@@ -49,6 +52,9 @@ struct ScalarMath {
   static RNNKERNELS_HD V clip_backward(V x, V bound, V dy) {
     return x < -bound || bound < x ? V(0) : dy;
   }
+  // 1 / sqrt(x), for a layer norm's statistics.
+  template <typename V>
+  static RNNKERNELS_HD V rsqrt(V x) { return V(1) / sqrt_(x); }
 };
 
 template <typename V>
@@ -61,15 +67,51 @@ struct LSTMGates {
   }
 };
 
-// c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
+// The pieces every LSTM cell (lstm, lstm_ext, layernorm_lstm) builds its step from.
+//
+// The cell update c = f * c_{t-1} + i * g: i, f and g activated from their pre-activations (o is
+// the caller's, as it may depend on the new cell), and c returned.
 template <typename M, typename V>
-RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c, V& h) {
+RNNKERNELS_HD V lstm_cell_update(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act) {
   act.i = M::sigmoid(pre.i);
   act.f = M::sigmoid(pre.f);
   act.g = M::tanh(pre.g);
+  return act.f * c_prev + act.i * act.g;
+}
+
+// Its backward, given the activated gates, c_{t-1} and dc = dL/dc (all of it): the gradients of
+// i's, f's and g's pre-activations; returns the part of dL/dc_{t-1} through f.
+template <typename V>
+RNNKERNELS_HD V lstm_cell_update_backward(const LSTMGates<V>& act, V c_prev, V dc,
+                                          LSTMGates<V>& dpre) {
+  dpre.i = dc * act.g * act.i * (V(1) - act.i);
+  dpre.f = dc * c_prev * act.f * (V(1) - act.f);
+  dpre.g = dc * act.i * (V(1) - act.g * act.g);
+  return dc * act.f;
+}
+
+// The output h = o * tanh(c), o the activated output gate (c: the cell, clipped for lstm_ext,
+// normalised for layernorm_lstm).
+template <typename M, typename V>
+RNNKERNELS_HD V lstm_output(V o, V c) {
+  return o * M::tanh(c);
+}
+
+// Its backward, given dh = dL/dh: tanh(c), the gradient of o's pre-activation and dL/dc through
+// h.
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_output_backward(V o, V c, V dh, V& tanh_c, V& do_pre, V& dc) {
+  tanh_c = M::tanh(c);
+  do_pre = dh * tanh_c * o * (V(1) - o);
+  dc = dh * o * (V(1) - tanh_c * tanh_c);
+}
+
+// c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c, V& h) {
+  c = lstm_cell_update<M>(pre, c_prev, act);
   act.o = M::sigmoid(pre.o);
-  c = act.f * c_prev + act.i * act.g;
-  h = act.o * M::tanh(c);
+  h = lstm_output<M>(act.o, c);
 }
 
 // Given the activated gates and c_t saved by the forward, dh = dL/dh_t (before projection) and
@@ -78,13 +120,9 @@ RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>&
 template <typename M, typename V>
 RNNKERNELS_HD void lstm_backward(const LSTMGates<V>& act, V c, V c_prev, V dh, V dc,
                                  LSTMGates<V>& dpre, V& dc_prev, V& h) {
-  const V tanh_c = M::tanh(c);
-  const V dc_total = dc + dh * act.o * (V(1) - tanh_c * tanh_c);
-  dpre.i = dc_total * act.g * act.i * (V(1) - act.i);
-  dpre.f = dc_total * c_prev * act.f * (V(1) - act.f);
-  dpre.g = dc_total * act.i * (V(1) - act.g * act.g);
-  dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
-  dc_prev = dc_total * act.f;
+  V tanh_c, dc_h;
+  lstm_output_backward<M>(act.o, c, dh, tanh_c, dpre.o, dc_h);
+  dc_prev = lstm_cell_update_backward(act, c_prev, dc + dc_h, dpre);
   h = act.o * tanh_c;
 }
 
@@ -102,13 +140,11 @@ struct LSTMPeepholes {
 template <typename M, typename V>
 RNNKERNELS_HD void lstm_ext_forward(const LSTMGates<V>& pre, const LSTMPeepholes<V>& p, V c_prev,
                                     V bound, LSTMGates<V>& act, V& u, V& c, V& h) {
-  act.i = M::sigmoid(pre.i + p.i * c_prev);
-  act.f = M::sigmoid(pre.f + p.f * c_prev);
-  act.g = M::tanh(pre.g);
-  u = act.f * c_prev + act.i * act.g;
+  u = lstm_cell_update<M>({pre.i + p.i * c_prev, pre.f + p.f * c_prev, pre.g, pre.o}, c_prev,
+                          act);
   c = M::clip(u, bound);
   act.o = M::sigmoid(pre.o + p.o * c);
-  h = act.o * M::tanh(c);
+  h = lstm_output<M>(act.o, c);
 }
 
 // Given the activated gates, u and c_{t-1}, dh = dL/dh~ and dc = dL/dc~ (zoneout's shares of
@@ -119,17 +155,13 @@ RNNKERNELS_HD void lstm_ext_backward(const LSTMGates<V>& act, const LSTMPeephole
                                      V c_prev, V bound, V dh, V dc, LSTMGates<V>& dpre,
                                      LSTMPeepholes<V>& dp, V& dc_prev) {
   const V c = M::clip(u, bound);
-  const V tanh_c = M::tanh(c);
-  dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
-  const V du = M::clip_backward(u, bound,
-                                dc + dh * act.o * (V(1) - tanh_c * tanh_c) + dpre.o * p.o);
-  dpre.i = du * act.g * act.i * (V(1) - act.i);
-  dpre.f = du * c_prev * act.f * (V(1) - act.f);
-  dpre.g = du * act.i * (V(1) - act.g * act.g);
+  V tanh_c, dc_h;
+  lstm_output_backward<M>(act.o, c, dh, tanh_c, dpre.o, dc_h);
+  const V du = M::clip_backward(u, bound, dc + dc_h + dpre.o * p.o);
+  dc_prev = lstm_cell_update_backward(act, c_prev, du, dpre) + dpre.i * p.i + dpre.f * p.f;
   dp.i = dpre.i * c_prev;
   dp.f = dpre.f * c_prev;
   dp.o = dpre.o * c;
-  dc_prev = du * act.f + dpre.i * p.i + dpre.f * p.f;
 }
 
 // Zoneout (Krueger et al. 2016): a state keeps its previous value with weight d, a mask of 0 and
@@ -200,6 +232,20 @@ RNNKERNELS_HD void indrnn_backward(V h, V dh, V u, V h_prev, V& dpre, V& du, V& 
   dpre = rnn_backward<M, Relu>(h, dh);
   du = dpre * h_prev;
   dh_prev = dpre * u;
+}
+
+// Layer norm (Ba et al. 2016) of one value v of a row, given the row's mean and rstd =
+// 1 / sqrt(variance + eps): the normalised value, to which the cell applies its gain and shift.
+template <typename V>
+RNNKERNELS_HD V layer_norm_forward(V v, V mean, V rstd) {
+  return (v - mean) * rstd;
+}
+
+// dL/dv from the normalised value xhat, dxhat = dL/dxhat (the gain already applied), rstd, and
+// the row's means of dxhat and of dxhat * xhat.
+template <typename V>
+RNNKERNELS_HD V layer_norm_backward(V xhat, V dxhat, V rstd, V mean_dxhat, V mean_dxhat_xhat) {
+  return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
 }
 
 }  // namespace cells

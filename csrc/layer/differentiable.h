@@ -65,6 +65,7 @@ struct TensorMath {
   static TensorValue clip(const TensorValue& x, const TensorValue& bound) {
     return at::clamp(x.tensor(), -bound.constant(), bound.constant());
   }
+  static TensorValue rsqrt(const TensorValue& x) { return at::rsqrt(x.tensor()); }
 };
 
 // The forward accessor of step.h on a step's rows as tensors: gates [rows, G*H], states
