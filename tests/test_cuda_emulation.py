@@ -3,9 +3,10 @@ project's CUDA emulation (tests/cuda_emulation/), behind the same step loops as 
 and compared with that path, forward and backward, for every cell, direction and dtype, with
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
-Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
-the library takes yet (a per-row input, a scalar) beside a reduction over the row and params
-with gradients of their own (as the layer-normalised cells) and no dense recurrence (as IndRNN):
+Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes in one cell hooks the
+library's cells take apart: a per-row input and a scalar (as lstm_ext), a reduction over the row
+and params with gradients of their own (as the layer-normalised cells), no dense recurrence (as
+IndRNN):
 on the CPU driver and its recomputation for double backward against a PyTorch reference, and on
 the emulated CUDA kernels against the CPU driver.
 
