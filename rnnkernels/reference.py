@@ -188,7 +188,7 @@ def layernorm_lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_
         h, c = state
         gates = _normalised(x, w_ih, ln_w_ih, b_ih) + _normalised(h, w_hh, ln_w_hh, b_hh)
         o, c = _lstm_update(gates, c)
-        h = o * torch.tanh(F.layer_norm(c, c.shape[1:], ln_w_c, ln_b_c, eps=1e-5))
+        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, c.shape[1:], ln_w_c, ln_b_c, eps=1e-5))
         return h, [h, c]
 
     output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
