@@ -158,7 +158,8 @@ RNNKERNELS_HD void lstm_ext_backward(const LSTMGates<V>& act, const LSTMPeephole
   V tanh_c, dc_h;
   lstm_output_backward<M>(act.o, c, dh, tanh_c, dpre.o, dc_h);
   const V du = M::clip_backward(u, bound, dc + dc_h + dpre.o * p.o);
-  dc_prev = lstm_cell_update_backward(act, c_prev, du, dpre) + dpre.i * p.i + dpre.f * p.f;
+  const V dc_prev_f = lstm_cell_update_backward(act, c_prev, du, dpre);
+  dc_prev = dc_prev_f + dpre.i * p.i + dpre.f * p.f;
   dp.i = dpre.i * c_prev;
   dp.f = dpre.f * c_prev;
   dp.o = dpre.o * c;
