@@ -32,8 +32,8 @@ step_done() {
 }
 
 echo "cuda.sh: compiling csrc/kernels/*.cu with $CUDA_HOME/bin/nvcc"
-# The tests' cell too (tests/cuda_emulation/test_cells.h): the only row-wise cell so far, so the
-# only code that instantiates the row-wise kernels.
+# The tests' cell too (tests/cuda_emulation/test_cells.h): the only cell that is row-wise with
+# a per-row input and no dense recurrence.
 for kernel in csrc/kernels/*.cu tests/cuda_emulation/test_cells_cu.cpp; do
   # Plain nvcc, no torch flags: the kernels must stay torch-free and warning-free on their own.
   "$CUDA_HOME/bin/nvcc" -std=c++17 -Werror all-warnings --threads 2 \

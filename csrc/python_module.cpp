@@ -17,8 +17,11 @@ PYBIND11_MODULE(_C, m) {
     rnnkernels::Cells::visit_all([&](auto tag) {
       const rnnkernels::CellSignature& cell =
           rnnkernels::cell_signature<typename decltype(tag)::type>();
-      py::list params;
-      for (size_t i = 0; i < 4 + cell.params.size(); ++i) params.append(cell.param_name(i));
+      py::list params, without_grad;
+      for (size_t i = 0; i < 4 + cell.params.size(); ++i) {
+        params.append(cell.param_name(i));
+        if (i >= 4 && !rnnkernels::has_gradient(cell.params[i - 4].role)) without_grad.append(i);
+      }
       py::dict info;
       info["name"] = cell.name;
       info["forward_op"] = cell.forward_op;
@@ -26,6 +29,7 @@ PYBIND11_MODULE(_C, m) {
       info["gates"] = cell.gates;
       info["states"] = cell.states;
       info["params"] = params;
+      info["without_grad"] = without_grad;
       info["projection"] = cell.param_index(rnnkernels::ParamRole::kProjection);
       info["reserve"] = cell.reserve;
       info["scalars"] = cell.scalars;

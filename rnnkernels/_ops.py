@@ -42,8 +42,8 @@ def warn_if_slow_build(info):
 warn_if_slow_build(BUILD_INFO)
 
 
-# The cells' signatures (csrc/layer/layer_common.h, CellSignature): gates, states, params and
-# reserve width by cell name.
+# The cells' signatures (csrc/layer/layer_common.h, CellSignature): gates, states, params (and
+# which of them get no gradient) and reserve width by cell name.
 CELLS = {cell["name"]: cell for cell in _C._cells()}
 
 
@@ -104,8 +104,10 @@ def _layer_backward_fake(cell, grad_output, grad_finals, input, batch_sizes, sta
     _check_devices(info["backward_op"], input, batch_sizes,
                    [*grads, *_named(info, states, params), ("output", output),
                     ("reserve", reserve)])
+    # An absent param and a mask (no gradient) get an empty one.
     return (
         input.new_empty(input.shape),
         [s.new_empty(s.shape) for s in states],
-        [p.new_empty(p.shape) if p is not None else input.new_empty((0,)) for p in params],
+        [p.new_empty(p.shape) if p is not None and i not in info["without_grad"]
+         else input.new_empty((0,)) for i, p in enumerate(params)],
     )

@@ -1,21 +1,24 @@
-"""Functional forms of the multi-layer LSTM, GRU, RNN and IndRNN.
+"""Functional forms of the multi-layer LSTM, GRU, RNN, IndRNN, LSTM and GRU with their options,
+and the layer-normalised LSTM and GRU.
 
 Each handles autocast and calls one multi-layer operator, ``torch.ops.rnnkernels.lstm``, ``gru``
-or ``rnn``, or for IndRNN the generic ``stacked`` (csrc/ops/stacked.cpp). That operator
-normalises the input to time-major packed rows plus ``batch_sizes`` (a padded ``[T, B, I]`` batch
-is the case where every step has ``B`` rows: a free view), and runs one layer operator per layer
-and direction, with dropout between layers.
+or ``rnn``, or for the others (``indrnn_*``, ``lstm_ext``, ``gru_ext``, ``layernorm_lstm``,
+``layernorm_gru``) the generic ``stacked`` (csrc/ops/stacked.cpp). That operator normalises the
+input to time-major packed rows plus ``batch_sizes`` (a padded ``[T, B, I]`` batch is the case
+where every step has ``B`` rows: a free view), and runs one layer operator per layer and
+direction, with dropout between layers.
 
 Arguments (as ``torch._VF.lstm`` & co.):
 
 - ``input``: ``[T, B, I]`` (``[B, T, I]`` if ``batch_first``), or packed rows ``[N, I]`` when
   ``batch_sizes`` (``[T]``, int64, non-increasing, on the CPU) is given;
-- ``hx``: ``h0 [L*D, B, P]`` (for LSTM a tuple ``(h0, c0 [L*D, B, H])``), layer-major, in the
-  order of the packed batch;
+- ``hx``: ``h0 [L*D, B, P]`` (for the LSTMs a tuple ``(h0, c0 [L*D, B, H])``), layer-major, in
+  the order of the packed batch;
 - ``weights``: the flat list of ``torch.nn.RNNBase._flat_weights``: per layer and direction
-  ``w_ih, w_hh[, b_ih, b_hh][, w_hr]`` (IndRNN's ``w_hh`` is ``[H]``).
+  ``w_ih, w_hh[, b_ih, b_hh]``, then the cell's own (LSTM's ``w_hr``, the layer norms' gains
+  and shifts; IndRNN's ``w_hh`` is ``[H]``).
 
-They return ``(output, h_n)`` (LSTM: ``(output, (h_n, c_n))``) with ``output`` ``[T, B, D*P]``
+They return ``(output, h_n)`` (the LSTMs: ``(output, (h_n, c_n))``) with ``output`` ``[T, B, D*P]``
 (``[B, T, D*P]`` if ``batch_first``, ``[N, D*P]`` when packed).
 
 Under ``torch.autocast`` for the input's device they follow torch.nn's cast policy: the input,
@@ -29,7 +32,8 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["lstm", "gru", "rnn", "indrnn"]
+__all__ = ["lstm", "gru", "rnn", "indrnn", "lstm_ext", "gru_ext", "layernorm_lstm",
+           "layernorm_gru"]
 
 
 def autocast_dtype(input):
@@ -156,14 +160,88 @@ def rnn(input, hx, weights, nonlinearity="tanh", bias=True, num_layers=1, dropou
     return output, h_n
 
 
+def _stacked(cell, input, states, weights, bias, num_layers, dropout, training, bidirectional,
+             batch_first, batch_sizes, scalars=()):
+    """``cell`` of ``torch.ops.rnnkernels.stacked``, with its ``scalars``, after autocast's casts
+    (of the cell's own params too, as the weights); None in ``weights`` is an absent param of the
+    cell's own. Returns ``(output, final states)``, in the autocast dtype under autocast
+    (torch.nn has no such layer to follow)."""
+    _, input, states, weights = _autocast_inputs(input, states, weights)
+    # stacked takes an empty tensor for an absent param of the cell's own.
+    weights = [input.new_empty(0) if t is None else t for t in weights]
+    return ops.stacked(cell, input, batch_sizes, states, weights, list(scalars), bias, num_layers,
+                       dropout, training, bidirectional, batch_first)
+
+
 def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,
            training=False, bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer IndRNN (Li et al. 2018), ``h_t = act(x W_ih^T + b_ih + w_hh * h_{t-1} + b_hh)``
     with ``w_hh`` ``[H]``, ``nonlinearity`` (act) ``"relu"`` or ``"tanh"``; the cell
     ``indrnn_<nonlinearity>`` of ``torch.ops.rnnkernels.stacked``. Returns ``(output, h_n)``, in
     the autocast dtype under autocast."""
-    _, input, (hx,), weights = _autocast_inputs(input, [hx], weights)
+    output, (h_n,) = _stacked(f"indrnn_{nonlinearity}", input, [hx], weights, bias, num_layers,
+                              dropout, training, bidirectional, batch_first, batch_sizes)
+    return output, h_n
 
-    output, (h_n,) = ops.stacked(f"indrnn_{nonlinearity}", input, batch_sizes, [hx], weights, [],
-                                 bias, num_layers, dropout, training, bidirectional, batch_first)
+
+def layernorm_lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                   bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised LSTM (``rnnkernels.LayerNormLSTM``), the cell
+    ``layernorm_lstm`` of ``torch.ops.rnnkernels.stacked``; per layer and direction ``weights``
+    holds ``w_ih, w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [4H], ln_w_c, ln_b_c [H]``. Returns
+    ``(output, (h_n, c_n))``, in the autocast dtype under autocast."""
+    output, (h_n, c_n) = _stacked("layernorm_lstm", input, list(hx), weights, bias, num_layers,
+                                  dropout, training, bidirectional, batch_first, batch_sizes)
+    return output, (h_n, c_n)
+
+
+def layernorm_gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                  bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised GRU (``rnnkernels.LayerNormGRU``), the cell ``layernorm_gru``
+    of ``torch.ops.rnnkernels.stacked``; per layer and direction ``weights`` holds ``w_ih,
+    w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [3H]``. Returns ``(output, h_n)``, in the autocast dtype
+    under autocast."""
+    output, (h_n,) = _stacked("layernorm_gru", input, [hx], weights, bias, num_layers, dropout,
+                              training, bidirectional, batch_first, batch_sizes)
+    return output, h_n
+
+
+# ---------------------------------------------------------------------------------------------
+# The options of LSTM and GRU (README, "LSTM and GRU options"): the cells lstm_ext and gru_ext
+# (csrc/kernels/traits.h, LSTMExt and GRUExt) of the generic stacked operator.
+
+
+def _with_extras(weights, extras):
+    """torch.nn's ``weights`` with each layer and direction's ``extras`` (the cell's own params,
+    None where absent) after its own."""
+    per_layer = len(weights) // len(extras)
+    flat = []
+    for k, own in enumerate(extras):
+        flat += [*weights[k * per_layer:(k + 1) * per_layer], *own]
+    return flat
+
+
+def lstm_ext(input, hx, weights, extras, scalars, bias=True, num_layers=1, dropout=0.0,
+             training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer LSTM with peepholes, a cell clip, zoneout and recurrent dropout, as
+    ``functional.lstm`` (no projection) plus the cell ``lstm_ext``'s arguments: ``extras`` per
+    layer and direction ``(w_ch [3H], zoneout mask of h [N, H], of c [N, H], recurrent mask
+    [B, H])``, each None where absent; ``scalars`` ``[cell clip (inf: none), zoneout probability
+    of h, of c]``, a probability standing where its mask is absent (eval) and 0 where it is given.
+    Returns ``(output, (h_n, c_n))``."""
+    output, (h_n, c_n) = _stacked("lstm_ext", input, list(hx), _with_extras(weights, extras),
+                                  bias, num_layers, dropout, training, bidirectional, batch_first,
+                                  batch_sizes, scalars)
+    return output, (h_n, c_n)
+
+
+def gru_ext(input, hx, weights, extras, scalars, bias=True, num_layers=1, dropout=0.0,
+            training=False, bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer GRU with zoneout and recurrent dropout, as ``functional.gru`` plus the cell
+    ``gru_ext``'s arguments: ``extras`` per layer and direction ``(zoneout mask of h [N, H],
+    recurrent mask [B, H])``, each None where absent; ``scalars`` ``[zoneout probability]``, as
+    ``lstm_ext``'s. Returns ``(output, h_n)``."""
+    output, (h_n,) = _stacked("gru_ext", input, [hx], _with_extras(weights, extras), bias,
+                              num_layers, dropout, training, bidirectional, batch_first,
+                              batch_sizes, scalars)
     return output, h_n

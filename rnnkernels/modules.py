@@ -18,20 +18,31 @@ Two consequences of being torch.nn's classes:
   traces our operators. The package never sets it: it would change how the user's own torch.nn
   layers compile.
 
-``IndRNN`` has no torch.nn class: it is a ``torch.nn.RNNBase`` (not an ``RNN``, so Dynamo traces
-it without ``allow_rnn``) with torch.nn.RNN's arguments, parameter names, initialisation, inputs,
-outputs and checks, whose recurrent weights are vectors; it exports to ONNX as
-``rnnkernels.reference``'s steps.
+``LSTM`` and ``GRU`` also take options torch.nn lacks (peepholes, a cell clip, zoneout,
+recurrent dropout, weight drop; ``_Options``), keyword-only and off by default: off, nothing of
+the above changes.
+
+``IndRNN``, ``LayerNormLSTM`` and ``LayerNormGRU`` have no torch.nn class: each is a
+``torch.nn.RNNBase`` (not an ``RNN``, ``LSTM`` or ``GRU``, so Dynamo traces it without
+``allow_rnn``) with the arguments, parameter names, initialisation, inputs, outputs and checks of
+torch.nn.RNN (IndRNN, whose recurrent weights are vectors), LSTM and GRU (the layer-normalised
+ones, with their norms' parameters added); each exports to ONNX as ``rnnkernels.reference``'s
+steps.
 """
 
+import math
+import numbers
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional, reference
 from ._ops import ops
 
-__all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LSTMCell", "GRUCell", "RNNCell"]
+__all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LayerNormLSTM", "LayerNormGRU", "LSTMCell", "GRUCell",
+           "RNNCell"]
 
 
 def _scalar_type_name(dtype):
@@ -147,10 +158,14 @@ class _Recurrent(nn.RNNBase):
         )
 
 
-class LSTM(_Recurrent, nn.LSTM):
-    """Drop-in ``torch.nn.LSTM`` (a subclass): same arguments (``input_size, hidden_size,
-    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-    device=None, dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::lstm``."""
+class _LSTMStates(_Recurrent):
+    """The states of an LSTM, ``(h, c)``, as torch.nn.LSTM takes, checks and returns them: for
+    ``LSTM`` and ``LayerNormLSTM`` (which is no torch.nn.LSTM, so it takes torch.nn.LSTM's
+    checks and permutation from here)."""
+
+    check_forward_args = nn.LSTM.check_forward_args
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    permute_hidden = nn.LSTM.permute_hidden
 
     def _check_hx_dims(self, hx, is_batched):
         expected = 3 if is_batched else 2
@@ -193,26 +208,175 @@ class LSTM(_Recurrent, nn.LSTM):
         super()._check_state(input, hx[0])
         super()._check_state(input, hx[1])
 
+
+class _Options:
+    """The options of LSTM and GRU that torch.nn lacks (README, "LSTM and GRU options"), each off
+    by default, and then the layer is torch.nn's in everything (parameters, state_dict, the
+    operators it runs). Class attributes hold the defaults, so that a layer pickled without
+    the options loads. A subclass lists its options with their defaults in ``_DEFAULTS`` and
+    says whether they need its extended cell (``_extended``)."""
+
+    zoneout = recurrent_dropout = weight_drop = 0.0
+
+    def _set_probabilities(self, **probabilities):
+        """Checks and sets probabilities: a zoneout's may be 1 (a state that never changes), a
+        dropout's not (its scale is 1 / (1 - p))."""
+        for name, p in probabilities.items():
+            closed = "zoneout" in name
+            if (not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p
+                    or not (p <= 1 if closed else p < 1)):
+                interval = "[0, 1]" if closed else "[0, 1)"
+                raise ValueError(f"{type(self).__name__}: {name} must be a probability in "
+                                 f"{interval}, got {p!r}")
+            setattr(self, name, float(p))
+
+    def extra_repr(self):
+        options = "".join(f", {name}={getattr(self, name)!r}" for name, default in self._DEFAULTS
+                          if getattr(self, name) != default)
+        return super().extra_repr() + options
+
+    def _weights(self):
+        """This call's weights: torch.nn's, with each ``weight_hh`` dropped in training by
+        ``weight_drop`` (DropConnect: one mask per weight and call, scaled by 1 / (1 - p); the
+        gradients reach the raw weight)."""
+        if not (self.training and self.weight_drop > 0):
+            return self._flat_weights
+        return [F.dropout(w, self.weight_drop) if name.startswith("weight_hh") else w
+                for name, w in zip(self._flat_weights_names, self._flat_weights)]
+
+    def _masks(self, input, h0, batch_sizes, zoneouts):
+        """This call's masks, per layer and direction: for each probability of ``zoneouts`` a
+        zoneout mask ``[N, H]`` (1, keep the previous value, with that probability), then the
+        recurrent dropout mask ``[B, H]`` (0, or 1 / (1 - p) with probability 1 - p, one per
+        sequence and unit for every step); None where the option is off, and all None in eval.
+        Drawn from torch's default generator, in this order."""
+        rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+        options = dict(dtype=input.dtype, device=input.device)
+
+        def draw(shape, p):
+            return torch.empty(*shape, self.hidden_size, **options).bernoulli_(p)
+
+        masks = []
+        for _ in range(self.num_layers * (2 if self.bidirectional else 1)):
+            layer = [draw((rows,), p) if self.training and p > 0 else None for p in zoneouts]
+            keep = 1 - self.recurrent_dropout
+            recurrent = (draw((h0.shape[1],), keep) / keep
+                         if self.training and self.recurrent_dropout > 0 else None)
+            masks.append((*layer, recurrent))
+        return masks
+
+    def _zoneout_scalar(self, p):
+        """A zoneout probability as the cell takes it: p in eval; in training 0, the mask
+        carrying it."""
+        return 0.0 if self.training else p
+
+    def _onnx_has_no_operator(self):
+        return self._extended()
+
+
+class LSTM(_Options, _LSTMStates, nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (a subclass): same arguments (``input_size, hidden_size,
+    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
+    device=None, dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::lstm``.
+
+    Options, keyword-only, each off by default (README, "LSTM and GRU options"): ``peephole``
+    (parameters ``weight_ch_l{k}[_reverse]`` ``[3 * hidden_size]``, (p_i, p_f, p_o)),
+    ``cell_clip`` (a bound, or None), ``zoneout`` (h) and ``cell_zoneout`` (c) probabilities,
+    ``recurrent_dropout``, ``weight_drop``. All but ``weight_drop`` run the cell ``lstm_ext`` of
+    ``rnnkernels::stacked`` and do not combine with ``proj_size``."""
+
+    peephole = False
+    cell_clip = None
+    cell_zoneout = 0.0
+    _DEFAULTS = (("peephole", False), ("cell_clip", None), ("zoneout", 0.0),
+                 ("cell_zoneout", 0.0), ("recurrent_dropout", 0.0), ("weight_drop", 0.0))
+
+    def __init__(self, *args, peephole=False, cell_clip=None, zoneout=0.0, cell_zoneout=0.0,
+                 recurrent_dropout=0.0, weight_drop=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_probabilities(zoneout=zoneout, cell_zoneout=cell_zoneout,
+                                recurrent_dropout=recurrent_dropout, weight_drop=weight_drop)
+        if cell_clip is not None and (not isinstance(cell_clip, numbers.Real)
+                                      or isinstance(cell_clip, bool) or not cell_clip > 0):
+            raise ValueError(f"LSTM: cell_clip must be a positive number or None, got "
+                             f"{cell_clip!r}")
+        self.cell_clip = None if cell_clip is None else float(cell_clip)
+        self.peephole = bool(peephole)
+        if self.proj_size > 0 and self._extended():
+            raise ValueError("LSTM: peephole, cell_clip, zoneout, cell_zoneout and "
+                             "recurrent_dropout do not combine with proj_size")
+        # Initialised as the other parameters, uniform(-1/sqrt(hidden_size), 1/sqrt(...)).
+        bound = self.hidden_size**-0.5
+        for name in self._peephole_names():
+            weight = nn.Parameter(self.weight_ih_l0.new_empty(3 * self.hidden_size))
+            nn.init.uniform_(weight, -bound, bound)
+            setattr(self, name, weight)
+
     def _onnx_has_no_operator(self):
         # ONNX's LSTM has no projection: torch.nn's TorchScript exporter refuses such a layer and
         # its dynamo exporter writes a graph onnxruntime rejects. Ours exports the reference's
-        # steps (standard operators, unrolled to the traced sequence length).
-        return self.proj_size > 0
+        # steps (standard operators, unrolled to the traced sequence length), as for the options.
+        return self.proj_size > 0 or self._extended()
+
+    def _extended(self):
+        return (self.peephole or self.cell_clip is not None or self.zoneout > 0
+                or self.cell_zoneout > 0 or self.recurrent_dropout > 0)
+
+    def _peephole_names(self):
+        if not self.peephole:
+            return []
+        suffixes = ("", "_reverse") if self.bidirectional else ("",)
+        return [f"weight_ch_l{layer}{suffix}" for layer in range(self.num_layers)
+                for suffix in suffixes]
 
     def _run(self, input, hx, batch_sizes):
+        weights = self._weights()
         exporting = self._onnx_has_no_operator() and _exporting_to_onnx()
-        run = reference.lstm if exporting else functional.lstm
-        return run(input, hx, self._flat_weights, batch_sizes=batch_sizes, **self._options())
+        if not self._extended():
+            run = reference.lstm if exporting else functional.lstm
+            return run(input, hx, weights, batch_sizes=batch_sizes, **self._options())
+        peepholes = [getattr(self, name) for name in self._peephole_names()]
+        masks = self._masks(input, hx[0], batch_sizes, (self.zoneout, self.cell_zoneout))
+        extras = [(peepholes[k] if peepholes else None, *layer) for k, layer in enumerate(masks)]
+        if exporting:
+            return reference.lstm(input, hx, weights, batch_sizes=batch_sizes, extras=extras,
+                                  cell_clip=self.cell_clip, zoneout=self.zoneout,
+                                  cell_zoneout=self.cell_zoneout, **self._options())
+        scalars = [math.inf if self.cell_clip is None else self.cell_clip,
+                   self._zoneout_scalar(self.zoneout), self._zoneout_scalar(self.cell_zoneout)]
+        return functional.lstm_ext(input, hx, weights, extras, scalars, batch_sizes=batch_sizes,
+                                   **self._options())
 
 
-class GRU(_Recurrent, nn.GRU):
+class GRU(_Options, _Recurrent, nn.GRU):
     """Drop-in ``torch.nn.GRU`` (a subclass): same arguments (``input_size, hidden_size,
     num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None,
-    dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::gru``."""
+    dtype=None``), parameters, inputs and outputs; runs ``rnnkernels::gru``.
+
+    Options, keyword-only, each off by default (README, "LSTM and GRU options"): ``zoneout``,
+    ``recurrent_dropout``, ``weight_drop``. The first two run the cell ``gru_ext`` of
+    ``rnnkernels::stacked``."""
+
+    _DEFAULTS = (("zoneout", 0.0), ("recurrent_dropout", 0.0), ("weight_drop", 0.0))
+
+    def __init__(self, *args, zoneout=0.0, recurrent_dropout=0.0, weight_drop=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_probabilities(zoneout=zoneout, recurrent_dropout=recurrent_dropout,
+                                weight_drop=weight_drop)
+
+    def _extended(self):
+        return self.zoneout > 0 or self.recurrent_dropout > 0
 
     def _run(self, input, hx, batch_sizes):
-        return functional.gru(input, hx, self._flat_weights, batch_sizes=batch_sizes,
-                              **self._options())
+        weights = self._weights()
+        if not self._extended():
+            return functional.gru(input, hx, weights, batch_sizes=batch_sizes, **self._options())
+        extras = self._masks(input, hx, batch_sizes, (self.zoneout,))
+        if _exporting_to_onnx():
+            return reference.gru(input, hx, weights, batch_sizes=batch_sizes, extras=extras,
+                                 zoneout=self.zoneout, **self._options())
+        return functional.gru_ext(input, hx, weights, extras, [self._zoneout_scalar(self.zoneout)],
+                                  batch_sizes=batch_sizes, **self._options())
 
 
 class RNN(_Recurrent, nn.RNN):
@@ -232,7 +396,56 @@ class RNN(_Recurrent, nn.RNN):
                               batch_sizes=batch_sizes, **self._options())
 
 
-class IndRNN(_Recurrent):
+class _NewLayer(_Recurrent):
+    """A layer torch.nn has no class for: a ``torch.nn.RNNBase`` of torch.nn's ``mode`` (not an
+    RNN, LSTM or GRU, so Dynamo traces it without ``allow_rnn``) with that mode's arguments,
+    checks, inputs and outputs, and its parameters per layer and direction as
+    ``_layer_parameters`` changes torch.nn's. Runs ``functional.<_function>``; exports to ONNX
+    as ``reference.<_function>``'s steps."""
+
+    _function = None
+
+    def __init__(self, mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                 bidirectional, device, dtype):
+        # torch.nn's argument checks and parameters, on the meta device: the layer's changes come
+        # before anything is allocated, then all are allocated and initialised (reset_parameters).
+        super().__init__(mode, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device="meta", dtype=dtype)
+        self.mode = type(self).__name__
+        layers = []
+        for names in self._all_weights:
+            layers.append(self._layer_parameters(names[0].removeprefix("weight_ih"),
+                                                 [(name, getattr(self, name)) for name in names]))
+            for name in names:
+                delattr(self, name)
+        # Registered layer by layer, in torch.nn's order; to_empty then rebuilds _flat_weights.
+        self._all_weights = [[name for name, _ in layer] for layer in layers]
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
+        for layer in layers:
+            for name, param in layer:
+                self.register_parameter(name, param)
+        self.to_empty(device=torch.get_default_device() if device is None else device)
+        self.reset_parameters()
+
+    def _layer_parameters(self, suffix, params):
+        """The parameters of the layer and direction of ``suffix`` (``"_l0"``, ``"_l1_reverse"``)
+        from torch.nn's, ``[(name, Parameter)]`` in order, all on the meta device."""
+        return params
+
+    def flatten_parameters(self):
+        """Nothing to lay out: cuDNN, whose weight buffer torch.nn's flattening fills, has no
+        such layer."""
+
+    def _onnx_has_no_operator(self):
+        return True
+
+    def _run(self, input, hx, batch_sizes):
+        forms = reference if _exporting_to_onnx() else functional
+        return getattr(forms, self._function)(input, hx, self._flat_weights,
+                                              batch_sizes=batch_sizes, **self._options())
+
+
+class IndRNN(_NewLayer):
     """Independently recurrent network (Li et al. 2018), ``h_t = act(x_t W_ih^T + b_ih + w_hh *
     h_{t-1} + b_hh)``, ``act`` relu or tanh: torch.nn.RNN's arguments (``input_size,
     hidden_size, num_layers=1, nonlinearity='relu', bias=True, batch_first=False, dropout=0.0,
@@ -240,28 +453,23 @@ class IndRNN(_Recurrent):
     each ``weight_hh_l{k}`` is ``[hidden_size]``, one recurrent weight per unit (no recurrent
     GEMM). Runs the ``indrnn_relu`` or ``indrnn_tanh`` cell of ``rnnkernels::stacked``."""
 
+    _function = "indrnn"
+
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="relu", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
                 f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'."
             )
-        # torch.nn's argument checks and parameters, on the meta device: the recurrent weights
-        # become vectors before anything is allocated, then all are allocated and initialised
-        # as torch.nn.RNN's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
+        # Initialised as torch.nn.RNN's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)).
         super().__init__("RNN_TANH", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, device="meta", dtype=dtype)
-        self.mode = "IndRNN"
+                         dropout, bidirectional, device, dtype)
         self.nonlinearity = nonlinearity
-        for name in self._flat_weights_names:
-            if name.startswith("weight_hh"):
-                setattr(self, name, nn.Parameter(self.weight_ih_l0.new_empty(hidden_size)))
-        self.to_empty(device=torch.get_default_device() if device is None else device)
-        self.reset_parameters()
 
-    def flatten_parameters(self):
-        """Nothing to lay out: cuDNN, whose weight buffer torch.nn's flattening fills, has no
-        IndRNN."""
+    def _layer_parameters(self, suffix, params):
+        # One recurrent weight per unit: weight_hh a vector.
+        return [(name, nn.Parameter(param.new_empty(self.hidden_size))
+                 if name.startswith("weight_hh") else param) for name, param in params]
 
     def extra_repr(self):
         options = super().extra_repr()
@@ -269,13 +477,71 @@ class IndRNN(_Recurrent):
             return options
         return f"{options}, nonlinearity={self.nonlinearity!r}"
 
-    def _onnx_has_no_operator(self):
-        return True
+    def _options(self):
+        return dict(super()._options(), nonlinearity=self.nonlinearity)
 
-    def _run(self, input, hx, batch_sizes):
-        run = reference.indrnn if _exporting_to_onnx() else functional.indrnn
-        return run(input, hx, self._flat_weights, nonlinearity=self.nonlinearity,
-                   batch_sizes=batch_sizes, **self._options())
+
+class _LayerNormLayer(_NewLayer):
+    """A layer-normalised layer (Ba et al. 2016): torch.nn's ``_torch_mode`` layer's arguments
+    (no ``proj_size``), inputs, outputs and parameters, each layer and direction's followed by
+    its norms' ``layer_norm_<norm>_l{k}[_reverse]`` for each ``(norm, width in units of
+    hidden_size, initial value)`` of ``_norms``. The weights and biases are initialised as
+    torch.nn's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), the norms' gains to 1 and
+    shifts to 0."""
+
+    _torch_mode = None
+    _norms = ()
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__(self._torch_mode, input_size, hidden_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, device, dtype)
+
+    def _layer_parameters(self, suffix, params):
+        weight = params[0][1]
+        return params + [(f"layer_norm_{norm}{suffix}",
+                          nn.Parameter(weight.new_empty(width * self.hidden_size)))
+                         for norm, width, _ in self._norms]
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        with torch.no_grad():
+            for name, param in self.named_parameters(recurse=False):
+                for norm, _, value in self._norms:
+                    if name.startswith(f"layer_norm_{norm}_l"):
+                        param.fill_(value)
+
+
+class LayerNormLSTM(_LSTMStates, _LayerNormLayer):
+    """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; w_ih) + b_ih +
+    LN(h_{t-1} W_hh^T; w_hh) + b_hh`` (each norm over all 4 * hidden_size values),
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(LN(c_t; w_c, b_c))``. torch.nn.LSTM's
+    arguments (``input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False, device=None, dtype=None``; no ``proj_size``), inputs,
+    outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``,
+    ``layer_norm_hh_weight_l{k}`` ``[4 * hidden_size]``, ``layer_norm_c_weight_l{k}``,
+    ``layer_norm_c_bias_l{k}`` ``[hidden_size]``. Runs the ``layernorm_lstm`` cell of
+    ``rnnkernels::stacked``."""
+
+    _function = "layernorm_lstm"
+    _torch_mode = "LSTM"
+    _norms = (("ih_weight", 4, 1.0), ("hh_weight", 4, 1.0), ("c_weight", 1, 1.0),
+              ("c_bias", 1, 0.0))
+
+
+class LayerNormGRU(_LayerNormLayer):
+    """Layer-normalised GRU: ``(xr, xz, xn) = LN(x W_ih^T; w_ih) + b_ih``, ``(hr, hz, hn) =
+    LN(h_{t-1} W_hh^T; w_hh) + b_hh`` (each norm over all 3 * hidden_size values), then
+    torch.nn.GRU's ``r = sigmoid(xr + hr)``, ``z = sigmoid(xz + hz)``, ``n = tanh(xn + r * hn)``,
+    ``h_t = (1 - z) * n + z * h_{t-1}``. torch.nn.GRU's arguments (``input_size, hidden_size,
+    num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None,
+    dtype=None``), inputs, outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``
+    and ``layer_norm_hh_weight_l{k}`` ``[3 * hidden_size]``. Runs the ``layernorm_gru`` cell of
+    ``rnnkernels::stacked``."""
+
+    _function = "layernorm_gru"
+    _torch_mode = "GRU"
+    _norms = (("ih_weight", 3, 1.0), ("hh_weight", 3, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,4 +701,5 @@ def _single_state_cell(cell, input, hx, run, carries_state):
 # Whole-model checkpoints: torch.load(weights_only=True), torch's default, unpickles only
 # allowlisted classes. Programs allowlist torch.nn's layers; ours are allowlisted with them once
 # the package is imported, so such a checkpoint loads after rnnkernels.convert too.
-torch.serialization.add_safe_globals([LSTM, GRU, RNN, IndRNN, LSTMCell, GRUCell, RNNCell])
+torch.serialization.add_safe_globals([LSTM, GRU, RNN, IndRNN, LayerNormLSTM, LayerNormGRU, LSTMCell,
+                                      GRUCell, RNNCell])

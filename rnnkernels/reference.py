@@ -1,7 +1,8 @@
-"""Plain PyTorch references of the layer operators (and a multi-layer LSTM and IndRNN): the test
-oracle, and what ONNX export runs where ONNX has no operator (an LSTM with a projection,
-IndRNN). Double backward does not come here: it differentiates the layer recomputed in ATen, in
-C++ (csrc/layer/differentiable.h).
+"""Plain PyTorch references of the layer operators (and multi-layer forms of the LSTM, GRU,
+IndRNN and the layer-normalised LSTM and GRU): the test oracle, and what ONNX export runs where
+ONNX has no operator (an LSTM with a projection, IndRNN, the options of LSTM and GRU, the
+layer-normalised LSTM and GRU). Double backward does not come here: it differentiates the layer
+recomputed in ATen, in C++ (csrc/layer/differentiable.h).
 
 Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed layout:
 
@@ -9,12 +10,15 @@ Same arguments as ``torch.ops.rnnkernels.*_layer`` (less ``train``), same packed
   after those of the steps before it, as in :class:`torch.nn.utils.rnn.PackedSequence`;
 - ``batch_sizes`` ``[T]``: int64 on the CPU, non-increasing;
 - ``h0`` ``[B, P]``, ``c0`` ``[B, H]``; ``w_ih`` ``[G*H, I]``, ``w_hh`` ``[G*H, P]`` (IndRNN's
-  ``[H]``), ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None; gate order as torch.nn.
+  ``[H]``), ``b_ih``/``b_hh`` ``[G*H]`` or None, ``w_hr`` ``[P, H]`` or None, the layer norms'
+  ``ln_w_ih``/``ln_w_hh`` ``[G*H]``, ``ln_w_c``/``ln_b_c`` ``[H]``; gate order as torch.nn.
 
 Each returns ``output`` ``[N, P]`` and the final states (``[B, P]``, ``[B, H]``): a sequence's
 final state is the one after its own last step. ``reverse`` runs from the last step to the first;
 a sequence then starts from the initial state at its own last step.
 """
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -32,51 +36,106 @@ def _steps(batch_sizes, reverse):
     return steps[::-1] if reverse else steps
 
 
-def _scan(input, batch_sizes, states, reverse, cell):
-    """Runs ``cell(x_rows, [state[:rows] ...]) -> (out_rows, [new_state_rows ...])`` over the
-    steps; inactive rows keep their state. Returns the packed output and the final states."""
+def _scan(input, batch_sizes, states, reverse, cell, row_inputs=()):
+    """Runs ``cell(x_rows, [state[:rows] ...], *row_input_rows) -> (out_rows, [new_state_rows
+    ...])`` over the steps; inactive rows keep their state. ``row_inputs``: tensors with a row per
+    packed row, as ``input`` (None passes as None). Returns the packed output and the final
+    states."""
     outputs = {}
     for offset, rows in _steps(batch_sizes, reverse):
-        out, new = cell(input[offset : offset + rows], [s[:rows] for s in states])
+        extra = [None if r is None else r[offset : offset + rows] for r in row_inputs]
+        out, new = cell(input[offset : offset + rows], [s[:rows] for s in states], *extra)
         states = [torch.cat([n, s[rows:]]) for n, s in zip(new, states)]
         outputs[offset] = out
     output = torch.cat([outputs[k] for k in sorted(outputs)])
     return output, states
 
 
+# The options of LSTM and GRU (README, "LSTM and GRU options"), each off by default:
+# - w_ch [3H] = (p_i, p_f, p_o), peepholes (LSTM): i = sigmoid(pre_i + p_i c_{t-1}),
+#   f = sigmoid(pre_f + p_f c_{t-1}), o = sigmoid(pre_o + p_o c_t);
+# - cell_clip (LSTM): c_t clamped to [-cell_clip, cell_clip] before h_t = o tanh(c_t);
+# - zoneout, cell_zoneout (LSTM's c): the state keeps its previous value with weight d, the rows
+#   of zoneout_mask / cell_zoneout_mask [N, H] (0 or 1: training), or the probability where the
+#   mask is None (its expectation: eval), zoneout(d, previous, new) below; for the LSTM the new h
+#   is o tanh(c_t) of the new cell before its zoneout, and o's peephole reads that cell;
+# - recurrent_mask [B, P] (recurrent dropout): h_{t-1} times the mask's rows enters the
+#   recurrent GEMM, the carried state stays as it is.
+
+
+def _zoneout(mask, probability, previous, new):
+    """``d * previous + (1 - d) * new``, ``d`` the mask's rows, else the probability."""
+    if mask is None and probability == 0:
+        return new
+    d = probability if mask is None else mask
+    return d * previous + (1 - d) * new
+
+
+def _recurrent_input(h, recurrent_mask):
+    """h_{t-1} as the recurrent GEMM takes it: times the mask's first rows, where there is one."""
+    return h if recurrent_mask is None else h * recurrent_mask[: h.shape[0]]
+
+
+def _lstm_update(gates, c, w_ch=None):
+    """The LSTM's new cell from its gates' pre-activations ``[rows, 4H]`` (i, f, g, o) and c_{t-1}:
+    ``(o, c_t)``, c_t = f * c_{t-1} + i * g, i and f reading c_{t-1} through the peepholes
+    ``w_ch`` where given, o still a pre-activation (its peephole reads the final c_t)."""
+    i, f, g, o = gates.chunk(4, 1)
+    if w_ch is not None:
+        p_i, p_f, _ = w_ch.chunk(3)
+        i, f = i + p_i * c, f + p_f * c
+    return o, torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+
+
 def lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None,
-               reverse=False):
-    """Returns ``output [N, P], h_n [B, P], c_n [B, H]``."""
+               reverse=False, *, w_ch=None, cell_clip=None, zoneout=0.0, cell_zoneout=0.0,
+               zoneout_mask=None, cell_zoneout_mask=None, recurrent_mask=None):
+    """Returns ``output [N, P], h_n [B, P], c_n [B, H]``; the options are described above."""
 
-    def cell(x, state):
+    def cell(x, state, kept_h, kept_c):
         h, c = state
-        gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        gates = (F.linear(x, w_ih, b_ih)
+                 + F.linear(_recurrent_input(h, recurrent_mask), w_hh, b_hh))
+        o, new_c = _lstm_update(gates, c, w_ch)
+        if cell_clip is not None:
+            new_c = new_c.clamp(-cell_clip, cell_clip)
+        if w_ch is not None:
+            o = o + w_ch.chunk(3)[2] * new_c
+        new_h = torch.sigmoid(o) * torch.tanh(new_c)
         if w_hr is not None:
-            h = h @ w_hr.t()
-        return h, [h, c]
+            new_h = new_h @ w_hr.t()
+        h = _zoneout(kept_h, zoneout, h, new_h)
+        return h, [h, _zoneout(kept_c, cell_zoneout, c, new_c)]
 
-    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
+    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell,
+                               [zoneout_mask, cell_zoneout_mask])
     return output, h_n, c_n
 
 
-def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False):
-    """Returns ``output [N, H], h_n [B, H]``."""
+def gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, reverse=False, *,
+              zoneout=0.0, zoneout_mask=None, recurrent_mask=None):
+    """Returns ``output [N, H], h_n [B, H]``; the options are described above."""
 
-    def cell(x, state):
+    def cell(x, state, kept):
         (h,) = state
-        xr, xz, xn = F.linear(x, w_ih, b_ih).chunk(3, 1)
-        hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, 1)
-        r = torch.sigmoid(xr + hr)
-        z = torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
+        new_h = _gru_update(F.linear(x, w_ih, b_ih),
+                            F.linear(_recurrent_input(h, recurrent_mask), w_hh, b_hh), h)
+        h = _zoneout(kept, zoneout, h, new_h)
         return h, [h]
 
-    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
+    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell, [zoneout_mask])
     return output, h_n
+
+
+def _gru_update(input_side, hidden_side, h):
+    """The GRU's h_t from its input side (xr, xz, xn) and hidden side (hr, hz, hn), ``[rows, 3H]``
+    each, and h_{t-1}."""
+    xr, xz, xn = input_side.chunk(3, 1)
+    hr, hz, hn = hidden_side.chunk(3, 1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h
 
 
 def _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse):
@@ -112,17 +171,61 @@ def indrnn_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonli
     return _activated_scan(input, batch_sizes, h0, w_ih, b_ih, recurrent, nonlinearity, reverse)
 
 
+def _normalised(x, weight, gain, shift):
+    """``LN(x W^T; gain, shift)``, the layer norm over all of a row's values, torch.nn.LayerNorm's
+    eps; ``shift`` None adds none (a bias after the norm is a shift)."""
+    return F.layer_norm(F.linear(x, weight), (weight.shape[0],), gain, shift, eps=1e-5)
+
+
+def layernorm_lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
+                         ln_w_c, ln_b_c, reverse=False):
+    """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; ln_w_ih) + b_ih +
+    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 4H values of a row), ``c_t = f *
+    c_{t-1} + i * g``, ``h_t = o * tanh(LN(c_t; ln_w_c, ln_b_c))``; ``b_ih``, ``b_hh`` may be
+    None. Returns ``output [N, H], h_n [B, H], c_n [B, H]``."""
+
+    def cell(x, state):
+        h, c = state
+        gates = _normalised(x, w_ih, ln_w_ih, b_ih) + _normalised(h, w_hh, ln_w_hh, b_hh)
+        o, c = _lstm_update(gates, c)
+        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, c.shape[1:], ln_w_c, ln_b_c, eps=1e-5))
+        return h, [h, c]
+
+    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
+    return output, h_n, c_n
+
+
+def layernorm_gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
+                        reverse=False):
+    """Layer-normalised GRU: ``(xr, xz, xn) = LN(x W_ih^T; ln_w_ih) + b_ih``, ``(hr, hz, hn) =
+    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 3H values of a row), then the GRU's
+    equations; ``b_ih``, ``b_hh`` may be None. Returns ``output [N, H], h_n [B, H]``."""
+
+    def cell(x, state):
+        (h,) = state
+        h = _gru_update(_normalised(x, w_ih, ln_w_ih, b_ih), _normalised(h, w_hh, ln_w_hh, b_hh), h)
+        return h, [h]
+
+    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
+    return output, h_n
+
+
 # ---------------------------------------------------------------------------------------------
 # Multi-layer forms, with the arguments and results of rnnkernels.functional's.
 
 
 def _stack(layer, input, states, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, projected=False):
-    """Runs ``layer(rows, batch_sizes, states, params, reverse) -> (out, new_states)`` over layers
-    and directions as torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``.
-    A padded input's step sizes are a list of ints, so that tracing sees no tensor contents."""
+           batch_first, batch_sizes, options=None):
+    """Runs ``layer(rows, batch_sizes, *states, *params, reverse=..., **options[k]) -> (out,
+    *new_states)``, a layer function of this module, over layers and directions as torch.nn
+    does, with dropout between layers; ``states`` are ``[L*D, B, *]``, ``params`` a layer and
+    direction's ``w_ih, w_hh, b_ih, b_hh`` (None without bias) and the cell's own that follow
+    them in ``weights``, ``options`` (where given) the keyword arguments of layer and direction
+    ``k``. A padded input's step sizes are a list of ints, so that tracing sees no tensor
+    contents."""
     directions = 2 if bidirectional else 1
-    per_layer = 2 + (2 if bias else 0) + (1 if projected else 0)
+    per_layer = len(weights) // (num_layers * directions)
+    common = 4 if bias else 2
     if batch_sizes is None:
         if batch_first:
             input = input.transpose(0, 1)
@@ -136,11 +239,10 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
         for direction in range(directions):
             k = index * directions + direction
             params = list(weights[k * per_layer:(k + 1) * per_layer])
-            w_ih, w_hh = params[:2]
-            b_ih, b_hh = params[2:4] if bias else (None, None)
-            w_hr = params[-1] if projected else None
-            out, new = layer(rows, sizes, [s[k] for s in states], (w_ih, w_hh, b_ih, b_hh, w_hr),
-                             direction == 1)
+            biases = params[2:4] if bias else [None, None]
+            out, *new = layer(rows, sizes, *[s[k] for s in states], *params[:2], *biases,
+                              *params[common:], reverse=direction == 1,
+                              **({} if options is None else options[k]))
             outputs.append(out)
             for final, state in zip(finals, new):
                 final.append(state)
@@ -155,32 +257,58 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
 
 
 def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-         bidirectional=False, batch_first=False, batch_sizes=None):
-    """Multi-layer LSTM as ``rnnkernels.functional.lstm``. Returns ``(output, (h_n, c_n))``."""
-    directions = 2 if bidirectional else 1
-    projected = len(weights) == num_layers * directions * (2 + (2 if bias else 0) + 1)
-
-    def layer(rows, sizes, states, params, reverse):
-        w_ih, w_hh, b_ih, b_hh, w_hr = params
-        out, h_n, c_n = lstm_layer(rows, sizes, states[0], states[1], w_ih, w_hh, b_ih, b_hh,
-                                   w_hr, reverse)
-        return out, [h_n, c_n]
-
-    output, (h_n, c_n) = _stack(layer, input, list(hx), weights, bias, num_layers, dropout,
-                                training, bidirectional, batch_first, batch_sizes, projected)
+         bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+         cell_clip=None, zoneout=0.0, cell_zoneout=0.0):
+    """Multi-layer LSTM as ``rnnkernels.functional.lstm``, and with the options above as
+    ``functional.lstm_ext``: ``extras`` per layer and direction ``(w_ch, zoneout_mask,
+    cell_zoneout_mask, recurrent_mask)``, None where absent. Returns ``(output, (h_n, c_n))``."""
+    options = None
+    if extras is not None:
+        names = ("w_ch", "zoneout_mask", "cell_zoneout_mask", "recurrent_mask")
+        options = [dict(zip(names, own), cell_clip=cell_clip, zoneout=zoneout,
+                        cell_zoneout=cell_zoneout) for own in extras]
+    output, (h_n, c_n) = _stack(lstm_layer, input, list(hx), weights, bias, num_layers, dropout,
+                                training, bidirectional, batch_first, batch_sizes, options)
     return output, (h_n, c_n)
+
+
+def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+        bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None, zoneout=0.0):
+    """Multi-layer GRU as ``rnnkernels.functional.gru``, and with the options above as
+    ``functional.gru_ext``: ``extras`` per layer and direction ``(zoneout_mask,
+    recurrent_mask)``, None where absent. Returns ``(output, h_n)``."""
+
+    options = None
+    if extras is not None:
+        options = [dict(zip(("zoneout_mask", "recurrent_mask"), own), zoneout=zoneout)
+                   for own in extras]
+    output, (h_n,) = _stack(gru_layer, input, [hx], weights, bias, num_layers, dropout, training,
+                            bidirectional, batch_first, batch_sizes, options)
+    return output, h_n
 
 
 def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dropout=0.0,
            training=False, bidirectional=False, batch_first=False, batch_sizes=None):
     """Multi-layer IndRNN as ``rnnkernels.functional.indrnn``. Returns ``(output, h_n)``."""
+    output, (h_n,) = _stack(functools.partial(indrnn_layer, nonlinearity=nonlinearity), input,
+                            [hx], weights, bias, num_layers, dropout, training, bidirectional,
+                            batch_first, batch_sizes)
+    return output, h_n
 
-    def layer(rows, sizes, states, params, reverse):
-        w_ih, w_hh, b_ih, b_hh, _ = params
-        out, h_n = indrnn_layer(rows, sizes, states[0], w_ih, w_hh, b_ih, b_hh, nonlinearity,
-                                reverse)
-        return out, [h_n]
 
-    output, (h_n,) = _stack(layer, input, [hx], weights, bias, num_layers, dropout, training,
-                            bidirectional, batch_first, batch_sizes)
+def layernorm_lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                   bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised LSTM as ``rnnkernels.functional.layernorm_lstm``. Returns
+    ``(output, (h_n, c_n))``."""
+    output, (h_n, c_n) = _stack(layernorm_lstm_layer, input, list(hx), weights, bias, num_layers,
+                                dropout, training, bidirectional, batch_first, batch_sizes)
+    return output, (h_n, c_n)
+
+
+def layernorm_gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
+                  bidirectional=False, batch_first=False, batch_sizes=None):
+    """Multi-layer layer-normalised GRU as ``rnnkernels.functional.layernorm_gru``. Returns
+    ``(output, h_n)``."""
+    output, (h_n,) = _stack(layernorm_gru_layer, input, [hx], weights, bias, num_layers, dropout,
+                            training, bidirectional, batch_first, batch_sizes)
     return output, h_n

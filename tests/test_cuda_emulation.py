@@ -3,11 +3,12 @@ project's CUDA emulation (tests/cuda_emulation/), behind the same step loops as 
 and compared with that path, forward and backward, for every cell, direction and dtype, with
 grids capped below the work so that the kernels' grid-stride loops wrap.
 
-Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes the hooks no cell of
-the library takes yet (a reduction over the row, a param with a gradient of its own, a per-row
-input, a scalar) and no dense recurrence, as IndRNN: on the CPU driver and its recomputation for
-double backward against a PyTorch reference, and on the emulated CUDA kernels against the CPU
-driver.
+Also the tests' own cell (tests/cuda_emulation/test_cells.h), which takes in one cell hooks the
+library's cells take apart: a per-row input and a scalar (as lstm_ext), a reduction over the row
+and params with gradients of their own (as the layer-normalised cells), no dense recurrence (as
+IndRNN):
+on the CPU driver and its recomputation for double backward against a PyTorch reference, and on
+the emulated CUDA kernels against the CPU driver.
 
 The emulated operators are torch.ops.rnnkernels_emulated.layer and layer_backward, with the
 arguments of torch.ops.rnnkernels.layer and layer_backward; the tests' cell's CPU ones are
@@ -28,9 +29,17 @@ EMULATION = ROOT / "tests" / "cuda_emulation"
 
 TEST_CELL = "centred_indrnn"
 GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
-         "indrnn_relu": 1, TEST_CELL: 1}
+         "indrnn_relu": 1, "layernorm_lstm": 4, "layernorm_gru": 3, TEST_CELL: 1,
+         "lstm_ext": 4, "lstm_ext_eval": 4, "gru_ext": 3, "gru_ext_eval": 3}
+# The cells with the LSTM's and GRU's options (test_lstm_options.py), by case: in training with
+# every mask, in eval with the zoneout probabilities instead.
+EXTENDED = {"lstm_ext": "lstm_ext", "lstm_ext_eval": "lstm_ext", "gru_ext": "gru_ext",
+            "gru_ext_eval": "gru_ext"}
 # The cells without a dense recurrence: w_hh is u [H], one weight per unit.
 ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
+# The layer-normalised cells: the gains of both sides' norms [G*H], and for the LSTM c_t's norm's
+# gain and shift [H].
+LAYER_NORM = {"layernorm_lstm", "layernorm_gru"}
 SCALE = 0.9  # the tests' cell's scalar
 DTYPES = {
     "f64": torch.float64,
@@ -49,6 +58,11 @@ TOL = {
     torch.float16: dict(rtol=1e-3, atol=1e-3),
     torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
 }
+# The layer-normalised cells' float16 bound: their norms' sums run in another order on the two
+# sides (the CPU driver's row in turn, a block's tree in shared memory), so a saved normalised
+# value now and then rounds to the other neighbouring half, and one weight gradient element in
+# thousands, summed through a GEMM, differs by a few ulps.
+LAYER_NORM_TOL = {torch.float16: dict(rtol=5e-3, atol=5e-3)}
 # 256 threads a block: one block covers 256 elements of a step, so a limit of one block makes the
 # loop wrap at the sizes below (9 rows x 37 units at the first step); 0 is no limit.
 GRID_LIMITS = {"grid1": 1, "full": 0}
@@ -100,9 +114,14 @@ def make_args(cell, dtype):
     params = [randn(gates * HIDDEN, INPUT, scale=scale), randn(gates * HIDDEN, state, scale=scale),
               randn(gates * HIDDEN, scale=0.5), randn(gates * HIDDEN, scale=0.5)]
     scalars = []
-    if lstm:
+    if lstm or cell == "layernorm_lstm":
         states.append(randn(batch, HIDDEN, scale=0.5))
+    if cell in ("lstm", "lstm_proj"):
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
+    if cell in LAYER_NORM:
+        params += [1 + randn(gates * HIDDEN, scale=0.2), 1 + randn(gates * HIDDEN, scale=0.2)]
+    if cell == "layernorm_lstm":
+        params += [1 + randn(HIDDEN, scale=0.2), randn(HIDDEN, scale=0.5)]
     if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
     if cell == TEST_CELL:
@@ -110,8 +129,29 @@ def make_args(cell, dtype):
         mask = torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < 0.7
         params += [1 + randn(HIDDEN, scale=0.2), mask.to(dtype)]
         scalars = [SCALE]
-    name = "lstm" if lstm else cell
+    if cell in EXTENDED:
+        own, scalars = extended_args(cell, randn, gen, dtype)
+        params += own
+    name = "lstm" if cell in ("lstm", "lstm_proj") else EXTENDED.get(cell, cell)
     return name, input, torch.tensor(BATCH_SIZES), states, params, scalars
+
+
+def extended_args(cell, randn, gen, dtype):
+    """The own params and scalars of an extended cell's case: (LSTM) peepholes and a clip that
+    some cell values pass, zoneout masks of 0 and 1 (h, and the LSTM's c) and a recurrent mask
+    in training, the zoneout probabilities in eval."""
+    training, lstm = not cell.endswith("_eval"), cell.startswith("lstm")
+    zoneouts = (0.3, 0.4) if lstm else (0.3,)
+
+    def mask(rows, p):
+        return (torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < p).to(dtype)
+
+    params = [randn(3 * HIDDEN, scale=0.5)] if lstm else []
+    params += [mask(sum(BATCH_SIZES), p) if training else None for p in zoneouts]
+    params.append(mask(BATCH_SIZES[0], 0.75) / 0.75 if training else None)
+    scalars = [0.3] if lstm else []
+    scalars += [0.0 if training else p for p in zoneouts]
+    return params, scalars
 
 
 def output_grads(outputs):
@@ -147,7 +187,8 @@ def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
     assert len(got) == len(want)
     for index, (g, w) in enumerate(zip(got, want)):
         assert g.dtype == w.dtype and g.shape == w.shape, index
-        torch.testing.assert_close(g, w, **TOL[dtype], msg=lambda m: f"result {index}: {m}")
+        tolerance = LAYER_NORM_TOL.get(dtype, TOL[dtype]) if cell in LAYER_NORM else TOL[dtype]
+        torch.testing.assert_close(g, w, **tolerance, msg=lambda m: f"result {index}: {m}")
 
 
 def reference_of_test_cell(input, batch_sizes, h0, w_ih, u, b_ih, b_hh, gain, mask, scale,

@@ -86,21 +86,8 @@ def test_per_cell_operators_are_the_generic_ones(cell, projected, reverse):
 
 
 @pytest.mark.parametrize("cell, projected, reverse", CASES)
-def test_opcheck_generic_operators(cell, projected, reverse):
-    input, batch_sizes, states, params = make_args(cell, projected, torch.float32)
-    for t in [input, *states, *params]:
-        if t is not None:
-            t.requires_grad_()
-    torch.library.opcheck(ops.layer.default,
-                          (cell, input, batch_sizes, states, params, [], reverse, True))
-    detached = [t.detach() if t is not None else None for t in [input, *states, *params]]
-    input, states, params = detached[0], detached[1:1 + len(states)], detached[1 + len(states):]
-    output, finals, reserve = ops.layer(cell, input, batch_sizes, states, params, [], reverse,
-                                        True)
-    grads = [torch.randn_like(t) for t in [output, *finals]]
-    torch.library.opcheck(ops.layer_backward.default,
-                          (cell, grads[0], grads[1:], input, batch_sizes, states, params, [],
-                           output, reserve, reverse))
+def test_opcheck_generic_operators(cell, projected, reverse, layer_checks):
+    layer_checks.opcheck_layer(cell, *make_args(cell, projected, torch.float32), reverse)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -147,7 +134,10 @@ def test_argument_counts_are_checked():
 
 
 def test_cell_signatures_reach_python():
-    assert set(_ops.CELLS) == {*CELLS, "indrnn_tanh", "indrnn_relu"}  # test_indrnn.py: IndRNN
+    # The others: test_indrnn.py (IndRNN), test_lstm_options.py (the LSTM's and GRU's options),
+    # test_layernorm.py (the layer-normalised cells).
+    assert set(_ops.CELLS) == {*CELLS, "indrnn_tanh", "indrnn_relu", "lstm_ext", "gru_ext",
+                               "layernorm_lstm", "layernorm_gru"}
     lstm = _ops.CELLS["lstm"]
     assert (lstm["gates"], lstm["states"], lstm["reserve"]) == (4, ["h", "c"], 5)
     assert lstm["params"] == ["w_ih", "w_hh", "b_ih", "b_hh", "w_hr"]

@@ -8,9 +8,6 @@ IndRNN's. Also float64 gradcheck and gradgradcheck, opcheck, dropout, torch.comp
 torch.export, autocast, ONNX export, and torch.nn.RNN's errors for bad arguments. The emulated
 CUDA kernels are checked against the CPU path in test_cuda_emulation.py."""
 
-import io
-import warnings
-
 import pytest
 import torch
 from torch import nn
@@ -49,11 +46,6 @@ def layer_args(dtype=torch.float64, bias=True, sizes=(BATCH_SIZES, INPUT, HIDDEN
             [randn(batch_sizes[0], hidden)], params)
 
 
-def random_like(tensors, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in tensors]
-
-
 # ---------------------------------------------------------------------------------------------
 # The operators
 
@@ -62,7 +54,7 @@ def random_like(tensors, seed=1):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_layer_matches_reference(nonlinearity, reverse, bias, dtype):
+def test_layer_matches_reference(nonlinearity, reverse, bias, dtype, layer_checks):
     """Output, final state and the gradients of input, h0 and every param; the reference runs
     in float64 on the very values the operator got."""
     input, batch_sizes, states, params = layer_args(dtype, bias)
@@ -77,7 +69,7 @@ def test_layer_matches_reference(nonlinearity, reverse, bias, dtype):
     for got, expected in zip([output, finals[0]], want):
         torch.testing.assert_close(got, expected.to(dtype), **FORWARD_TOL[dtype])
 
-    grads = random_like([output, finals[0]])
+    grads = layer_checks.random_like([output, finals[0]])
     got = torch.autograd.grad([output, finals[0]], leaves, grads)
     expected = torch.autograd.grad(want, exact, [g.double() for g in grads])
     for index, (g, e) in enumerate(zip(got, expected)):
@@ -104,20 +96,8 @@ def test_layer_gradcheck_and_gradgradcheck(nonlinearity, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-def test_opcheck_layer_operators(nonlinearity, reverse):
-    cell = f"indrnn_{nonlinearity}"
-    input, batch_sizes, states, params = layer_args(torch.float32)
-    for t in [input, *states, *params]:
-        t.requires_grad_()
-    torch.library.opcheck(ops.layer.default,
-                          (cell, input, batch_sizes, states, params, [], reverse, True))
-    input, states, params = input.detach(), [states[0].detach()], [p.detach() for p in params]
-    output, finals, reserve = ops.layer(cell, input, batch_sizes, states, params, [], reverse,
-                                        True)
-    grads = random_like([output, *finals])
-    torch.library.opcheck(ops.layer_backward.default,
-                          (cell, grads[0], grads[1:], input, batch_sizes, states, params, [],
-                           output, reserve, reverse))
+def test_opcheck_layer_operators(nonlinearity, reverse, layer_checks):
+    layer_checks.opcheck_layer(f"indrnn_{nonlinearity}", *layer_args(torch.float32), reverse)
 
 
 def test_opcheck_stacked():
@@ -161,53 +141,23 @@ def rnn_twin(ours):
     return twin
 
 
-def flat(output, h_n):
-    return [output.data if isinstance(output, PackedSequence) else output, h_n]
-
-
-def weighted_grads(results, weights, leaves):
-    """d(sum_k <results[k], weights[k]>)/d(leaves); the graph stays, as the results of ours and
-    of the oracle may share a part of it (the packing of the input)."""
-    loss = sum((r * w).sum() for r, w in zip(results, weights))
-    return torch.autograd.grad(loss, leaves, retain_graph=True)
-
-
-INPUTS = ["padded", "packed", "unbatched"]
 CONFIGS = [
     pytest.param(dict(num_layers=2, bidirectional=True), id="2x-bi"),
     pytest.param(dict(num_layers=3, bias=False, batch_first=True), id="3x-nobias-batch_first"),
 ]
 
 
-def make_input(form, ours, dtype, with_hx):
-    """(input, hx or None) of ``form``: a padded batch of 3 sequences of 5 steps, the same
-    packed with lengths 5, 2, 4 (unsorted), or one sequence without a batch dimension."""
-    directions = 2 if ours.bidirectional else 1
-    batch_dim = 0 if ours.batch_first else 1
-    shape = [5, 5]
-    shape[batch_dim] = 3
-    input = torch.randn(*shape, INPUT, dtype=dtype)
-    states = (ours.num_layers * directions, 3, HIDDEN)
-    if form == "unbatched":
-        input = input.select(batch_dim, 0)
-        states = (states[0], HIDDEN)
-    elif form == "packed":
-        input = pack_padded_sequence(input, torch.tensor([5, 2, 4]), ours.batch_first,
-                                     enforce_sorted=False)
-    return input, torch.randn(*states, dtype=dtype) if with_hx else None
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
-@pytest.mark.parametrize("form", INPUTS)
 @pytest.mark.parametrize("config", CONFIGS)
-def test_module_matches_torch_nn_rnn_with_diagonal_weight_hh(config, form, nonlinearity, dtype,
-                                                             assert_close):
+def test_module_matches_torch_nn_rnn_with_diagonal_weight_hh(config, input_form, nonlinearity,
+                                                             dtype, assert_close, layer_checks):
     """Padded input from the default (zero) state, packed (unsorted) and unbatched input from a
     given one."""
+    flat, weighted_grads = layer_checks.flat, layer_checks.weighted_grads
     ours = make_module(nonlinearity, dtype, **config)
     twin = rnn_twin(ours)
-    input, hx = make_input(form, ours, dtype, with_hx=form != "padded")
+    input, hx = layer_checks.layer_input(input_form, ours, dtype, with_hx=input_form != "padded")
     data = input.data if isinstance(input, PackedSequence) else input
     data.requires_grad_()
     leaves = [data] + ([hx.requires_grad_()] if hx is not None else [])
@@ -215,7 +165,7 @@ def test_module_matches_torch_nn_rnn_with_diagonal_weight_hh(config, form, nonli
     assert type(got[0]) is type(want[0])
     assert_close(flat(*got), flat(*want))
 
-    weights = random_like(flat(*want))
+    weights = layer_checks.random_like(flat(*want))
     names = [name for name, _ in ours.named_parameters()]
     got_grads = weighted_grads(flat(*got), weights, leaves + list(ours.parameters()))
     want_grads = weighted_grads(flat(*want), weights, leaves + list(twin.parameters()))
@@ -228,12 +178,12 @@ def test_module_matches_torch_nn_rnn_with_diagonal_weight_hh(config, form, nonli
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("nonlinearity", NONLINEARITIES)
 @pytest.mark.parametrize("config", CONFIGS)
-def test_module_matches_reference(config, nonlinearity, dtype, assert_close):
+def test_module_matches_reference(config, nonlinearity, dtype, layer_checks):
     """Padded and packed (sorted, so the reference takes the batch as it is) input."""
     ours = make_module(nonlinearity, dtype, **config)
     options = dict(nonlinearity=nonlinearity, bias=ours.bias, num_layers=ours.num_layers,
                    bidirectional=ours.bidirectional, batch_first=ours.batch_first)
-    padded, hx = make_input("padded", ours, dtype, with_hx=True)
+    padded, hx = layer_checks.layer_input("padded", ours, dtype, with_hx=True)
     leaves = [padded.requires_grad_(), hx.requires_grad_(), *ours.parameters()]
     packed = pack_padded_sequence(padded, torch.tensor([5, 4, 2]), ours.batch_first)
     for input, reference_args in ((padded, (padded, None)),
@@ -241,17 +191,14 @@ def test_module_matches_reference(config, nonlinearity, dtype, assert_close):
         got = ours(input, hx)
         want = reference.indrnn(reference_args[0], hx, ours._flat_weights,
                                 batch_sizes=reference_args[1], **options)
-        assert_close(flat(*got), flat(*want))
-        weights = random_like(flat(*want))
-        assert_close(weighted_grads(flat(*got), weights, leaves),
-                     weighted_grads(flat(*want), weights, leaves))
+        layer_checks.results_and_grads_close(got, want, leaves)
 
 
-def test_dropout_between_layers_matches_reference(assert_close):
+def test_dropout_between_layers_matches_reference(assert_close, layer_checks):
     """Training with dropout: the same dropout masks (same generator state) as the reference's
     F.dropout between layers, and none in eval mode."""
     ours = make_module(num_layers=3, dropout=0.5, bidirectional=True)
-    input, hx = make_input("padded", ours, torch.float64, with_hx=True)
+    input, hx = layer_checks.layer_input("padded", ours, torch.float64, with_hx=True)
     options = dict(num_layers=3, dropout=0.5, training=True, bidirectional=True)
     torch.manual_seed(1)
     got = ours(input, hx)
@@ -300,109 +247,46 @@ def test_repr_and_state_dict_round_trip():
     assert torch.equal(copy(input)[0], ours(input)[0])
 
 
-def test_torch_compile_fullgraph(assert_close):
+def test_torch_compile_fullgraph(layer_checks):
     """IndRNN is no torch.nn.RNN, so Dynamo traces it without allow_rnn."""
     ours = make_module(dtype=torch.float32, num_layers=2, bidirectional=True, batch_first=True)
-    torch._dynamo.reset()
-    x = torch.randn(3, 6, INPUT, requires_grad=True)
-    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
-    expected, actual = ours(x), compiled(x)
-    assert_close(list(actual), list(expected))
-    weights = random_like(expected)
-    leaves = [x, *ours.parameters()]
-    assert_close(weighted_grads(actual, weights, leaves),
-                 weighted_grads(expected, weights, leaves))
+    layer_checks.torch_compile(ours, torch.randn(3, 6, INPUT, requires_grad=True))
 
 
-def test_torch_export(assert_close):
+def test_torch_export(layer_checks):
     ours = make_module(dtype=torch.float32, num_layers=2, bidirectional=True)
-    x = torch.randn(5, 3, INPUT)
-    with warnings.catch_warnings():
-        # RNNBase reassigns _flat_weights in forward, which export warns about.
-        warnings.filterwarnings("ignore", message=".*were assigned during export.*")
-        program = torch.export.export(ours, (x,))
-    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    assert "rnnkernels.stacked.default" in targets
-    assert_close(list(program.module()(x)), list(ours(x)))
+    layer_checks.torch_export(ours, torch.randn(5, 3, INPUT))
 
 
-def test_autocast_runs_in_the_autocast_dtype():
+def test_autocast_runs_in_the_autocast_dtype(layer_checks):
     """Under CPU bfloat16 autocast the layer runs in bfloat16 (as torch.nn.RNN's results come out
-    there), close to float32's, and float32 parameters get float32 gradients."""
+    there)."""
     ours = make_module(dtype=torch.float32, num_layers=2)
-    input, hx = make_input("padded", ours, torch.float32, with_hx=True)
-    want = ours(input, hx)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = ours(input, hx)
-    assert [t.dtype for t in got] == [torch.bfloat16] * 2
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g.float(), w, rtol=5e-2, atol=5e-2)
-    sum(t.float().sum() for t in got).backward()
-    assert all(p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0
-               for p in ours.parameters())
+    layer_checks.autocast(ours, *layer_checks.layer_input("padded", ours, torch.float32, True))
 
 
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
-def test_onnx_export_runs_the_reference_in_onnxruntime(dynamo):
-    """ONNX has no IndRNN: the export holds the reference's steps in standard operators, and
-    onnxruntime gives eager's results."""
-    onnx = pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
+def test_onnx_export_runs_the_reference_in_onnxruntime(dynamo, layer_checks):
+    """ONNX has no IndRNN: the export holds the reference's steps in standard operators."""
     ours = make_module(dtype=torch.float32, num_layers=2, bidirectional=True).eval()
-    x = torch.randn(5, 2, INPUT)
-    if dynamo:
-        proto = torch.onnx.export(ours, (x,), dynamo=True, verbose=False).model_proto
-    else:
-        buffer = io.BytesIO()
-        torch.onnx.export(ours, (x,), buffer, dynamo=False)
-        proto = onnx.load_from_string(buffer.getvalue())
-    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}
-    session = ort.InferenceSession(proto.SerializeToString())
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        want = ours(x)
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(torch.from_numpy(g), w, rtol=1e-5, atol=1e-5)
+    layer_checks.onnx_export(ours, torch.randn(5, 2, INPUT), dynamo)
 
 
 # ---------------------------------------------------------------------------------------------
 # Errors: torch.nn.RNN's, where it has the same mistake
 
 
-def raised(call):
-    with pytest.raises(Exception) as info:
-        call()
-    return info.value
+def test_unknown_nonlinearity_raises_torch_nn_s_error(layer_checks):
+    layer_checks.assert_same_error(lambda: rnnkernels.IndRNN(INPUT, HIDDEN, nonlinearity="gelu"),
+                                   lambda: nn.RNN(INPUT, HIDDEN, nonlinearity="gelu"))
 
 
-def test_unknown_nonlinearity_raises_torch_nn_s_error():
-    expected = raised(lambda: nn.RNN(INPUT, HIDDEN, nonlinearity="gelu"))
-    actual = raised(lambda: rnnkernels.IndRNN(INPUT, HIDDEN, nonlinearity="gelu"))
-    assert type(actual) is type(expected) is ValueError
-    assert str(actual) == str(expected)
-
-
-@pytest.mark.parametrize(
-    "input_shape, hx_shape, input_dtype",
-    [pytest.param((2, 2, INPUT + 1), None, torch.float32, id="input_feature_size"),
-     pytest.param((2, INPUT + 1), None, torch.float32, id="unbatched_input_feature_size"),
-     pytest.param((2, 2, INPUT), None, torch.float64, id="input_dtype_not_weight_dtype"),
-     pytest.param((2, 2, INPUT), (1, 2), torch.float32, id="hx_2d_for_batched_input"),
-     pytest.param((2, INPUT), (1, 1, HIDDEN), torch.float32, id="hx_3d_for_unbatched_input"),
-     pytest.param((2, 2, INPUT), (2, 2, HIDDEN), torch.float32, id="hx_num_layers"),
-     pytest.param((2, 2, INPUT), (1, 3, HIDDEN), torch.float32, id="hx_batch"),
-     pytest.param((2, 2, INPUT), (1, 2, HIDDEN + 1), torch.float32, id="hx_hidden_size")],
-)
-def test_bad_input_raises_torch_nn_rnn_s_error(input_shape, hx_shape, input_dtype):
+def test_bad_input_raises_torch_nn_rnn_s_error(bad_input, layer_checks):
     ours = make_module(dtype=torch.float32)
     twin = rnn_twin(ours)
-    input = torch.randn(input_shape, dtype=input_dtype)
-    hx = None if hx_shape is None else torch.zeros(hx_shape)
-    expected, actual = raised(lambda: twin(input, hx)), raised(lambda: ours(input, hx))
-    assert type(actual) is type(expected)
-    assert str(actual) == str(expected)
+    input, hx = bad_input(ours)
+    layer_checks.assert_same_error(lambda: ours(input, hx), lambda: twin(input, hx))
 
 
 def test_input_of_wrong_rank_is_a_value_error():

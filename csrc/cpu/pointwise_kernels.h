@@ -72,6 +72,14 @@ struct VecMath {
   static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
   template <typename V>
   static V relu_backward(V y, V dy) { return V::blendv(dy, V(0), y <= V(0)); }
+  // As cells::ScalarMath's: at::vec's minimum and maximum propagate NaN.
+  template <typename V>
+  static V clip(V x, V bound) { return at::vec::minimum(at::vec::maximum(x, bound.neg()), bound); }
+  template <typename V>
+  static V clip_backward(V x, V bound, V dy) { return V::blendv(dy, V(0), x.abs() > bound); }
+  // A layer norm's 1 / sqrt(x): at::vec's, a square root and a division.
+  template <typename V>
+  static V rsqrt(V x) { return x.rsqrt(); }
 };
 
 // How the loops read and write T: a vector of T at a time for float and double; for the half

@@ -15,7 +15,11 @@
   X(Elman<false>, __VA_ARGS__)           \
   X(Elman<true>, __VA_ARGS__)            \
   X(IndRNN<false>, __VA_ARGS__)          \
-  X(IndRNN<true>, __VA_ARGS__)
+  X(IndRNN<true>, __VA_ARGS__)           \
+  X(LSTMExt, __VA_ARGS__)                \
+  X(GRUExt, __VA_ARGS__)                 \
+  X(LayerNormLSTM, __VA_ARGS__)          \
+  X(LayerNormGRU, __VA_ARGS__)
 
 // As an X of a cell list: INSTANTIATE(Cell, T) for the four dtypes the kernels take, the half
 // types named as the caller's code names them (c10's on the CPU, CUDA's in the kernels).

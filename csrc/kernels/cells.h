@@ -5,7 +5,8 @@
 //   M: the math policy that supplies the activations (ScalarMath below for one element; the CPU
 //      path passes a policy over at::vec::Vectorized so one call handles a whole vector), and
 //   V: the value type (float or double for ScalarMath; half types are computed in float).
-// Only +, -, * and the policy's functions are used, so the same code runs on scalars and vectors.
+// Only +, -, * and the policy's functions (sigmoid, tanh, relu, clip, rsqrt) are used, so the
+// same code runs on scalars and vectors.
 //
 // Conventions: "*_pre" is a gate's pre-activation (input projection + hidden projection + biases),
 // "d*" a gradient of the loss. Gate order is torch.nn's: LSTM (i, f, g, o), GRU (r, z, n).
@@ -26,8 +27,10 @@ RNNKERNELS_HD float exp_(float x) { return expf(x); }
 RNNKERNELS_HD double exp_(double x) { return exp(x); }
 RNNKERNELS_HD float tanh_(float x) { return tanhf(x); }
 RNNKERNELS_HD double tanh_(double x) { return tanh(x); }
+RNNKERNELS_HD float sqrt_(float x) { return sqrtf(x); }
+RNNKERNELS_HD double sqrt_(double x) { return sqrt(x); }
 
-// Activations on one float or double.
+// Activations (and the clip of a cell, the rsqrt of a layer norm) on one float or double.
 struct ScalarMath {
   template <typename V>
   static RNNKERNELS_HD V sigmoid(V x) { return V(1) / (V(1) + exp_(-x)); }
@@ -39,22 +42,76 @@ struct ScalarMath {
   // Gradient of relu given its output y: zero where y <= 0, as torch's threshold_backward.
   template <typename V>
   static RNNKERNELS_HD V relu_backward(V y, V dy) { return y <= V(0) ? V(0) : dy; }
+  // x limited to [-bound, bound] (NaN stays NaN), and its gradient given x: zero where x lies
+  // outside, as torch.clamp's.
+  template <typename V>
+  static RNNKERNELS_HD V clip(V x, V bound) {
+    return x < -bound ? -bound : (bound < x ? bound : x);
+  }
+  template <typename V>
+  static RNNKERNELS_HD V clip_backward(V x, V bound, V dy) {
+    return x < -bound || bound < x ? V(0) : dy;
+  }
+  // 1 / sqrt(x), for a layer norm's statistics.
+  template <typename V>
+  static RNNKERNELS_HD V rsqrt(V x) { return V(1) / sqrt_(x); }
 };
 
 template <typename V>
 struct LSTMGates {
   V i, f, g, o;
+
+  // Gate k in torch.nn's order.
+  RNNKERNELS_HD const V& operator[](int k) const {
+    return k == 0 ? i : k == 1 ? f : k == 2 ? g : o;
+  }
 };
+
+// The pieces every LSTM cell (lstm, lstm_ext, layernorm_lstm) builds its step from.
+//
+// The cell update c = f * c_{t-1} + i * g: i, f and g activated from their pre-activations (o is
+// the caller's, as it may depend on the new cell), and c returned.
+template <typename M, typename V>
+RNNKERNELS_HD V lstm_cell_update(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act) {
+  act.i = M::sigmoid(pre.i);
+  act.f = M::sigmoid(pre.f);
+  act.g = M::tanh(pre.g);
+  return act.f * c_prev + act.i * act.g;
+}
+
+// Its backward, given the activated gates, c_{t-1} and dc = dL/dc (all of it): the gradients of
+// i's, f's and g's pre-activations; returns the part of dL/dc_{t-1} through f.
+template <typename V>
+RNNKERNELS_HD V lstm_cell_update_backward(const LSTMGates<V>& act, V c_prev, V dc,
+                                          LSTMGates<V>& dpre) {
+  dpre.i = dc * act.g * act.i * (V(1) - act.i);
+  dpre.f = dc * c_prev * act.f * (V(1) - act.f);
+  dpre.g = dc * act.i * (V(1) - act.g * act.g);
+  return dc * act.f;
+}
+
+// The output h = o * tanh(c), o the activated output gate (c: the cell, clipped for lstm_ext,
+// normalised for layernorm_lstm).
+template <typename M, typename V>
+RNNKERNELS_HD V lstm_output(V o, V c) {
+  return o * M::tanh(c);
+}
+
+// Its backward, given dh = dL/dh: tanh(c), the gradient of o's pre-activation and dL/dc through
+// h.
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_output_backward(V o, V c, V dh, V& tanh_c, V& do_pre, V& dc) {
+  tanh_c = M::tanh(c);
+  do_pre = dh * tanh_c * o * (V(1) - o);
+  dc = dh * o * (V(1) - tanh_c * tanh_c);
+}
 
 // c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)   (h_t before any projection)
 template <typename M, typename V>
 RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>& act, V& c, V& h) {
-  act.i = M::sigmoid(pre.i);
-  act.f = M::sigmoid(pre.f);
-  act.g = M::tanh(pre.g);
+  c = lstm_cell_update<M>(pre, c_prev, act);
   act.o = M::sigmoid(pre.o);
-  c = act.f * c_prev + act.i * act.g;
-  h = act.o * M::tanh(c);
+  h = lstm_output<M>(act.o, c);
 }
 
 // Given the activated gates and c_t saved by the forward, dh = dL/dh_t (before projection) and
@@ -63,14 +120,57 @@ RNNKERNELS_HD void lstm_forward(const LSTMGates<V>& pre, V c_prev, LSTMGates<V>&
 template <typename M, typename V>
 RNNKERNELS_HD void lstm_backward(const LSTMGates<V>& act, V c, V c_prev, V dh, V dc,
                                  LSTMGates<V>& dpre, V& dc_prev, V& h) {
-  const V tanh_c = M::tanh(c);
-  const V dc_total = dc + dh * act.o * (V(1) - tanh_c * tanh_c);
-  dpre.i = dc_total * act.g * act.i * (V(1) - act.i);
-  dpre.f = dc_total * c_prev * act.f * (V(1) - act.f);
-  dpre.g = dc_total * act.i * (V(1) - act.g * act.g);
-  dpre.o = dh * tanh_c * act.o * (V(1) - act.o);
-  dc_prev = dc_total * act.f;
+  V tanh_c, dc_h;
+  lstm_output_backward<M>(act.o, c, dh, tanh_c, dpre.o, dc_h);
+  dc_prev = lstm_cell_update_backward(act, c_prev, dc + dc_h, dpre);
   h = act.o * tanh_c;
+}
+
+// The extended LSTM's options (traits' LSTMExt), on top of the update above: peephole weights
+// p (0 where there are none), a cell clip `bound` (infinity for none) and zoneout:
+//   i = sigmoid(pre_i + p_i c_{t-1}),  f = sigmoid(pre_f + p_f c_{t-1}),  g = tanh(pre_g),
+//   u = f c_{t-1} + i g,  c~ = clip(u, bound),  o = sigmoid(pre_o + p_o c~),  h~ = o tanh(c~);
+// then c_t = zoneout(d_c, c_{t-1}, c~) and h_t = zoneout(d_h, h_{t-1}, h~).
+template <typename V>
+struct LSTMPeepholes {
+  V i, f, o;
+};
+
+// u, c~ and h~ (before zoneout) and the activated gates.
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_ext_forward(const LSTMGates<V>& pre, const LSTMPeepholes<V>& p, V c_prev,
+                                    V bound, LSTMGates<V>& act, V& u, V& c, V& h) {
+  u = lstm_cell_update<M>({pre.i + p.i * c_prev, pre.f + p.f * c_prev, pre.g, pre.o}, c_prev,
+                          act);
+  c = M::clip(u, bound);
+  act.o = M::sigmoid(pre.o + p.o * c);
+  h = lstm_output<M>(act.o, c);
+}
+
+// Given the activated gates, u and c_{t-1}, dh = dL/dh~ and dc = dL/dc~ (zoneout's shares of
+// dL/dh_t and dL/dc_t): the pre-activation gate gradients, this element's part of the peepholes'
+// gradients, and dL/dc_{t-1} through the new cell (zoneout's direct part not included).
+template <typename M, typename V>
+RNNKERNELS_HD void lstm_ext_backward(const LSTMGates<V>& act, const LSTMPeepholes<V>& p, V u,
+                                     V c_prev, V bound, V dh, V dc, LSTMGates<V>& dpre,
+                                     LSTMPeepholes<V>& dp, V& dc_prev) {
+  const V c = M::clip(u, bound);
+  V tanh_c, dc_h;
+  lstm_output_backward<M>(act.o, c, dh, tanh_c, dpre.o, dc_h);
+  const V du = M::clip_backward(u, bound, dc + dc_h + dpre.o * p.o);
+  const V dc_prev_f = lstm_cell_update_backward(act, c_prev, du, dpre);
+  dc_prev = dc_prev_f + dpre.i * p.i + dpre.f * p.f;
+  dp.i = dpre.i * c_prev;
+  dp.f = dpre.f * c_prev;
+  dp.o = dpre.o * c;
+}
+
+// Zoneout (Krueger et al. 2016): a state keeps its previous value with weight d, a mask of 0 and
+// 1 in training, its probability in eval (the mask's expectation). Exact for d = 0 and d = 1.
+// The gradient splits likewise: d of it to `prev`, 1 - d to `next`.
+template <typename V>
+RNNKERNELS_HD V zoneout(V d, V prev, V next) {
+  return d * prev + (V(1) - d) * next;
 }
 
 // xr, xz, xn: input projections with b_ih (and b_hr, b_hz folded in);
@@ -133,6 +233,20 @@ RNNKERNELS_HD void indrnn_backward(V h, V dh, V u, V h_prev, V& dpre, V& du, V& 
   dpre = rnn_backward<M, Relu>(h, dh);
   du = dpre * h_prev;
   dh_prev = dpre * u;
+}
+
+// Layer norm (Ba et al. 2016) of one value v of a row, given the row's mean and rstd =
+// 1 / sqrt(variance + eps): the normalised value, to which the cell applies its gain and shift.
+template <typename V>
+RNNKERNELS_HD V layer_norm_forward(V v, V mean, V rstd) {
+  return (v - mean) * rstd;
+}
+
+// dL/dv from the normalised value xhat, dxhat = dL/dxhat (the gain already applied), rstd, and
+// the row's means of dxhat and of dxhat * xhat.
+template <typename V>
+RNNKERNELS_HD V layer_norm_backward(V xhat, V dxhat, V rstd, V mean_dxhat, V mean_dxhat_xhat) {
+  return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
 }
 
 }  // namespace cells

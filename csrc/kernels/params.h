@@ -19,7 +19,7 @@ namespace rnnkernels {
 // these; nothing else depends on their values.
 constexpr int kMaxStates = 2;
 constexpr int kMaxInputs = 6;
-constexpr int kMaxScalars = 2;
+constexpr int kMaxScalars = 3;
 
 // An extra input of the pointwise step (traits.h, kInputs): a per-layer parameter, the same for
 // every row, or a per-row tensor such as a mask.

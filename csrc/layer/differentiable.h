@@ -28,6 +28,10 @@ class TensorValue {
     TORCH_CHECK(tensor_.defined(), "rnnkernels: a cell produced a constant where a tensor goes");
     return tensor_;
   }
+  double constant() const {
+    TORCH_CHECK(!tensor_.defined(), "rnnkernels: a cell gave a tensor where a constant goes");
+    return constant_;
+  }
 
   friend TensorValue operator+(const TensorValue& a, const TensorValue& b) {
     return a.apply(b, [](const auto& x, const auto& y) { return x + y; });
@@ -57,6 +61,11 @@ struct TensorMath {
   static TensorValue sigmoid(const TensorValue& x) { return at::sigmoid(x.tensor()); }
   static TensorValue tanh(const TensorValue& x) { return at::tanh(x.tensor()); }
   static TensorValue relu(const TensorValue& x) { return at::relu(x.tensor()); }
+  // The bound is a cell's scalar.
+  static TensorValue clip(const TensorValue& x, const TensorValue& bound) {
+    return at::clamp(x.tensor(), -bound.constant(), bound.constant());
+  }
+  static TensorValue rsqrt(const TensorValue& x) { return at::rsqrt(x.tensor()); }
 };
 
 // The forward accessor of step.h on a step's rows as tensors: gates [rows, G*H], states
@@ -133,6 +142,7 @@ std::pair<at::Tensor, std::vector<at::Tensor>> differentiable_layer(const LayerA
   const at::Tensor input_gates = bias.defined() ? at::addmm(bias, args.input, args.w_ih().t())
                                                 : at::mm(args.input, args.w_ih().t());
   const StepInputs inputs = step_inputs<Cell>(args, H);
+  const RecurrentMask mask(cell, args, 0, 0);  // its mask only: no scratch rows used
   std::vector<at::Tensor> states = args.states;  // [B, width] each, row by row replaced
   const StepSchedule schedule(args.batch_sizes, args.reverse);
   std::vector<at::Tensor> outputs(schedule.steps());  // by step
@@ -142,7 +152,9 @@ std::pair<at::Tensor, std::vector<at::Tensor>> differentiable_layer(const LayerA
     std::vector<at::Tensor> step_states;
     for (const at::Tensor& state : states) step_states.push_back(state.narrow(0, 0, rows));
     const at::Tensor hidden_gates =
-        dense ? at::mm(step_states[0], args.w_hh().t()) : at::Tensor();
+        dense ? at::mm(mask.present() ? step_states[0] * mask.mask(0, rows) : step_states[0],
+                       args.w_hh().t())
+              : at::Tensor();
     std::vector<at::Tensor> step_inputs;  // per-row ones narrowed to the step's rows
     for (size_t i = 0; i < inputs.tensors.size(); ++i) {
       const at::Tensor& in = inputs.tensors[i];

@@ -190,6 +190,55 @@ struct SliceGemms {
   }
 };
 
+// The recurrent mask (ParamRole::kRecurrentMask) [B, P], where the cell takes one and it came:
+// h_{t-1} times the mask enters the recurrent GEMM in place of h_{t-1}, in the forward and in
+// dW_hh, and the GEMM's part of dL/dh_{t-1} is multiplied by it likewise. A slice's or step's
+// rows [begin, begin + rows) are those batch rows (a step's rows are the first of the batch), and
+// so are the mask's and the scratch buffer's rows it uses.
+class RecurrentMask {
+ public:
+  RecurrentMask(const CellSignature& cell, const LayerArgs& args, int64_t batch, int64_t width) {
+    const int64_t index = cell.param_index(ParamRole::kRecurrentMask);
+    if (index >= 0 && args.params[index].has_value()) {
+      mask_ = *args.params[index];
+      scratch_ = at::empty({batch, width}, mask_.options());
+    }
+  }
+
+  bool present() const { return mask_.defined(); }
+
+  // Forward: the GEMM's input, h's rows (of h [B, P]) times the mask's, in the scratch rows.
+  template <typename T>
+  const T* masked(const at::Tensor& h, int64_t begin, int64_t rows) const {
+    at::Tensor out = scratch(begin, rows);
+    at::mul_out(out, h.narrow(0, begin, rows), mask(begin, rows));
+    return out.data_ptr<T>();
+  }
+  // Backward: where the GEMM writes its dL/dh_{t-1}, the scratch rows; then carry() multiplies
+  // it by the mask into `carried`'s rows, added to what the step left there with `accumulate`.
+  template <typename T>
+  T* gemm_output(int64_t begin) const {
+    return scratch_.data_ptr<T>() + begin * scratch_.size(1);
+  }
+  void carry(const at::Tensor& carried, int64_t begin, int64_t rows, bool accumulate) const {
+    at::Tensor out = carried.narrow(0, begin, rows);
+    if (accumulate) {
+      out.addcmul_(scratch(begin, rows), mask(begin, rows));
+    } else {
+      at::mul_out(out, scratch(begin, rows), mask(begin, rows));
+    }
+  }
+  // `rows` [rows, P] (a step's h_{t-1}, for dW_hh) times the mask's rows, in place.
+  void apply(at::Tensor rows, int64_t begin) const { rows.mul_(mask(begin, rows.size(0))); }
+  // The mask's rows, as a differentiable recomputation multiplies them in (differentiable.h).
+  at::Tensor mask(int64_t begin, int64_t rows) const { return mask_.narrow(0, begin, rows); }
+
+ private:
+  at::Tensor scratch(int64_t begin, int64_t rows) const { return scratch_.narrow(0, begin, rows); }
+
+  at::Tensor mask_, scratch_;
+};
+
 template <typename Cell>
 constexpr bool has_projection() {
   for (const ParamSpec& param : Cell::kParams) {
@@ -235,6 +284,7 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
   at::Tensor reserve = R > 0 ? at::empty({train ? s.rows : 0, R * H}, options)
                              : at::empty({0}, options);
   at::Tensor unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
+  const RecurrentMask mask(cell, args, s.batch, s.state);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
                                   "layer_forward", [&] {
@@ -253,7 +303,11 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
         const int64_t rows = schedule.rows_in(t, begin, end);
         if (rows == 0) continue;
         const int64_t offset = schedule.offset(t) + begin;
-        if (dense) gemms.recurrent->run(h_rows, hidden_gate_rows, rows);
+        if (dense) {
+          gemms.recurrent->run(
+              mask.present() ? mask.masked<scalar_t>(states[0], begin, rows) : h_rows,
+              hidden_gate_rows, rows);
+        }
         auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, inputs,
                                                                      args.scalars);
         p.input_gates = input_gates.data_ptr<scalar_t>() + offset * G * H;
@@ -331,15 +385,17 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   at::Tensor grad_h_rows = projected ? at::empty({s.rows, s.state}, options) : at::Tensor();
   at::Tensor h_unprojected = projected ? at::empty({s.rows, H}, options) : at::Tensor();
   at::Tensor grad_unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
+  const RecurrentMask mask(cell, args, s.batch, s.state);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "layer_backward", [&] {
     using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
     const StepProblem problem{s.batch, G * H, s.state, dense};
     Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
-      // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}.
-      Gemms gemms(args, w_hr, dense, /*forward=*/false, Cell::kDirectHiddenGrad, end - begin,
-                  schedule.steps());
+      // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}, unless a mask comes
+      // between.
+      Gemms gemms(args, w_hr, dense, /*forward=*/false,
+                  Cell::kDirectHiddenGrad && !mask.present(), end - begin, schedule.steps());
       scalar_t* grad_h_carried = grads[0].data_ptr<scalar_t>() + begin * s.state;
       for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
         const int64_t t = schedule.step(k);
@@ -385,7 +441,13 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
           p.h_previous = h_prev.data_ptr<scalar_t>() + offset * H;
         }
         Backend::template backward<Cell>(p);
-        if (dense) gemms.recurrent->run(p.grad_hidden_gates, grad_h_carried, rows);
+        if (dense && mask.present()) {
+          gemms.recurrent->run(p.grad_hidden_gates, mask.gemm_output<scalar_t>(begin), rows);
+          mask.carry(grads[0], begin, rows, Cell::kDirectHiddenGrad);
+          mask.apply(h_prev.narrow(0, offset, rows), begin);
+        } else if (dense) {
+          gemms.recurrent->run(p.grad_hidden_gates, grad_h_carried, rows);
+        }
       }
     });
   });

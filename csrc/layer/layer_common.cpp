@@ -157,6 +157,8 @@ LayerShape check_layer_args(const std::string& op, const CellSignature& cell,
     const int64_t width = spec.blocks * shape.hidden;
     if (spec.role == ParamRole::kRowInput) {
       check_tensor_arg(op, spec.name, *param, input, {rows, width});
+    } else if (spec.role == ParamRole::kRecurrentMask) {
+      check_tensor_arg(op, spec.name, *param, input, {shape.batch, shape.state});
     } else {
       check_tensor_arg(op, spec.name, *param, input, {width});
     }

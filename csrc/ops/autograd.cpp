@@ -154,12 +154,12 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
           saved.states, params, scalars, saved.output, saved.reserve, reverse);
       found.push_back(grad_input);
       found.insert(found.end(), grad_states.begin(), grad_states.end());
-      // A per-row input (a mask) has no gradient: layer_backward gives an empty one.
+      // A mask has no gradient: layer_backward gives an empty one.
       visit_cell<Cells>(cell, [&](auto tag) {
         const std::vector<ParamSpec>& own = cell_signature<typename decltype(tag)::type>().params;
         for (size_t i = 0; i < saved.params.size(); ++i) {
           if (!saved.params[i].defined()) continue;
-          const bool none = i >= 4 && own[i - 4].role == ParamRole::kRowInput;
+          const bool none = i >= 4 && !has_gradient(own[i - 4].role);
           found.push_back(none ? at::Tensor() : grad_params[i]);
         }
       });

@@ -9,7 +9,8 @@
 //   input [N, I] with batch_sizes [T] (int64, CPU, non-increasing, summing to N);
 //   states: the initial states in the cell's order, h0 [B, P] then c0 [B, H] ...;
 //   params: w_ih [G*H, I], w_hh [G*H, P], b_ih and b_hh [G*H] (None where absent), then the
-//   cell's own (LSTM: w_hr [P, H]); scalars: the cell's (none for the cells so far);
+//   cell's own (LSTM: w_hr [P, H]); scalars: the cell's (lstm_ext's clip and zoneout
+//   probabilities, gru_ext's zoneout probability; none for the other cells);
 //   G = 4 (LSTM), 3 (GRU), 1 (RNN); P = proj_size with w_hr, else H; B = batch_sizes[0].
 // `reserve` holds what the backward needs beyond the output ([N, R*H]; empty when train=False;
 // [0] for a cell that needs nothing). A backward returns an empty tensor as the gradient of an

@@ -78,7 +78,8 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at
   TORCH_CHECK(stack.num_layers >= 1, stack.op, ": expected num_layers >= 1, got ",
               stack.num_layers);
   // Per layer and direction: w_ih, w_hh, the biases, then as many of the cell's own params as
-  // came (LSTM's w_hr is there with proj_size only); the layer operator gets None for the rest.
+  // came (LSTM's w_hr is there with proj_size only); the layer operator gets None for the rest,
+  // and for an own param that came empty (Tensor[] holds no None: so a later one can come).
   int64_t own = 0;
   visit_cell<Cells>(cell, [&](auto tag) {
     own = static_cast<int64_t>(cell_signature<typename decltype(tag)::type>().params.size());
@@ -123,7 +124,9 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at
       params.push_back(has_biases ? OptionalTensor(weight(2)) : std::nullopt);
       params.push_back(has_biases ? OptionalTensor(weight(3)) : std::nullopt);
       for (int64_t i = common; i < common + own; ++i) {
-        params.push_back(i < per_layer ? OptionalTensor(weight(i)) : std::nullopt);
+        const bool present =
+            i < per_layer && TORCH_GUARD_OR_TRUE(weights[index * per_layer + i].sym_numel() != 0);
+        params.push_back(present ? OptionalTensor(weight(i)) : std::nullopt);
       }
       Tensors layer_states;
       for (const at::Tensor& s : states) layer_states.push_back(s[index]);

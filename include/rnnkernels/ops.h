@@ -58,8 +58,8 @@ inline std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> 
 
 // Layers stacked as torch.nn stacks them: input [T, B, I] ([B, T, I] if batch_first), or packed
 // rows with batch_sizes; states [L*D, B, *]; weights per layer and direction in torch.nn's
-// _flat_weights order (w_ih, w_hh[, b_ih, b_hh][, the cell's own]). Returns the output and the
-// final states.
+// _flat_weights order (w_ih, w_hh[, b_ih, b_hh][, the cell's own, an empty tensor standing for
+// an absent one]). Returns the output and the final states.
 inline std::tuple<at::Tensor, std::vector<at::Tensor>> stacked(
     c10::string_view cell, const at::Tensor& input, const OptionalTensor& batch_sizes,
     at::TensorList states, at::TensorList weights, at::ArrayRef<double> scalars, bool has_biases,

@@ -1,10 +1,10 @@
 // A cell for the tests only, in the three pieces a cell of the library has (docs/DESIGN.md,
-// "Adding a cell"): its math, its traits and its list. It takes the hooks that no cell of the
-// library takes yet, so that CI runs them, beside no dense recurrence (as the library's IndRNN:
-// h_{t-1} enters as u * h_{t-1}, u = w_hh [H]): biases read by the step rather than folded into
-// the input GEMM, a reduction over the row (the pre-activation is centred, as a layer norm
-// would), a per-layer param with a gradient (gain), a per-row input (a zoneout-style mask) and a
-// scalar (scale):
+// "Adding a cell"): its math, its traits and its list. It takes in one cell hooks that the
+// library's cells take apart, so that CI runs them together: a per-row input (a zoneout-style
+// mask) and a scalar (scale), as lstm_ext; no dense recurrence, as IndRNN (h_{t-1} enters as
+// u * h_{t-1}, u = w_hh [H]); biases read by the step rather than folded into the input GEMM, a
+// reduction over the row (the pre-activation is centred) and a per-layer param with a gradient
+// (gain), as the layer-normalised cells:
 //   pre = x W_ih^T + b_ih + b_hh + u * h_{t-1},   c = pre - mean(pre over the row's H units),
 //   h = tanh(scale * gain * c),   h_t = mask * h + (1 - mask) * h_{t-1}.
 // tests/test_cuda_emulation.py checks it against a PyTorch reference on the CPU driver, the CUDA
