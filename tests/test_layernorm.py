@@ -33,9 +33,11 @@ DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id=
 TOLERANCES = {torch.float32: (dict(rtol=2e-5, atol=2e-5), dict(rtol=5e-5, atol=5e-5)),
               torch.float64: (dict(rtol=1e-12, atol=1e-12), dict(rtol=1e-11, atol=1e-11))}
 # The modules against their oracles, both in the module's dtype: conftest's TOLERANCES but for
-# float32, where a norm's backward subtracts its row's means (a cancellation) and the weights'
-# gradients, summed over every row and step, differed by up to 1e-4 relative.
-MODULE_TOLERANCES = {torch.float32: dict(rtol=2e-4, atol=2e-4),
+# float32, where a norm's backward subtracts its row's means (a cancellation) that three stacked
+# layers compound. Measured against float64 on the 3-layer configuration, the gradients of both
+# float32 implementations (ours, ATen's) were off by up to 1e-3 (values up to 34), either one
+# the closer depending on the random draw; the math itself is checked in float64, at 1e-10.
+MODULE_TOLERANCES = {torch.float32: dict(rtol=1e-3, atol=1e-3),
                      torch.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
