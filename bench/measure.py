@@ -17,6 +17,7 @@ import rnnkernels
 from bench import native
 from bench.flops import layer_flops
 from bench.onednn_rnn import OneDnnRnn, Unsupported
+from bench.pieces import PIECES
 from bench.shapes import Case, Shape
 
 # torch.nn first: the reference every output difference is taken against.
@@ -24,7 +25,7 @@ MODULE_LIBRARIES = ("torch.nn", "rnnkernels")
 ONEDNN = "oneDNN"
 # What rnnkernels' speedups are taken over: time of the baseline / time of rnnkernels.
 BASELINES = ("torch.nn", ONEDNN)
-MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "layernorm_lstm": "LayerNormLSTM"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ def libraries_for(device: torch.device) -> tuple[str, ...]:
 
 
 def build_modules(kind: str, shape: Shape, dtype: torch.dtype, device: torch.device) -> dict:
-    """Both modules for one shape, with the same weights so outputs can be compared."""
+    """Both modules for one shape, with the same weights so outputs can be compared: torch.nn's
+    layer of the kind, or for a kind torch.nn has none of, the model of torch.nn pieces users
+    write for it (bench/pieces.py)."""
     arguments = {
         "input_size": shape.input_size,
         "hidden_size": shape.hidden_size,
@@ -54,8 +57,10 @@ def build_modules(kind: str, shape: Shape, dtype: torch.dtype, device: torch.dev
         "dtype": dtype,
         "device": device,
     }
-    reference = getattr(torch.nn, MODULE_NAMES[kind])(**arguments)
     candidate = getattr(rnnkernels, MODULE_NAMES[kind])(**arguments)
+    if kind in PIECES:
+        return {"torch.nn": PIECES[kind](candidate), "rnnkernels": candidate}
+    reference = getattr(torch.nn, MODULE_NAMES[kind])(**arguments)
     candidate.load_state_dict(reference.state_dict())
     return {"torch.nn": reference, "rnnkernels": candidate}
 

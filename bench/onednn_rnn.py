@@ -20,6 +20,8 @@ class Unsupported(Exception):
 def unsupported_reason(module: torch.nn.RNNBase, inputs, autocast: str | None) -> str | None:
     """Why `module(inputs)` (under autocast in that dtype) cannot run on the primitive here, or
     None where it can."""
+    if not isinstance(module, torch.nn.RNNBase):
+        return "cell not in oneDNN"
     if not native.load().has_onednn_rnn:
         return native.load().missing
     if not isinstance(inputs, torch.Tensor):

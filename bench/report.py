@@ -11,9 +11,12 @@ from bench.measure import MODULE_LIBRARIES
 from bench.shapes import KINDS, MODES, Case, Shape
 
 TEXT_COLUMNS = 3  # kind, mode, case; the rest are numbers, aligned right
-KIND_COLORS = {"lstm": "#4c72b0", "gru": "#dd8452", "rnn": "#55a868"}
+KIND_COLORS = {"lstm": "#4c72b0", "gru": "#dd8452", "rnn": "#55a868", "layernorm_lstm": "#8172b3"}
 
 EXPLANATION = """\
+- torch.nn: for layernorm_lstm, which torch.nn has no class for, the same layer as users build
+  it from torch.nn pieces (nn.Linear, nn.LayerNorm, a Python loop over the steps:
+  bench/pieces.py), with rnnkernels.LayerNormLSTM's weights.
 - times: median per call, in ms (us below 1 ms). n/a: the library cannot run the case; the
   reason in brackets, errors in full under the table.
 - vs torch.nn, vs oneDNN: rnnkernels' speedup, the other's median time / rnnkernels' (above 1:

@@ -30,8 +30,10 @@ from bench.shapes import (
     DEFAULT_AUTOCAST,
     DEFAULT_GRID,
     DEFAULT_PACKED,
+    DEFAULT_PIECES,
     KINDS,
     MODES,
+    TORCH_NN_KINDS,
     Case,
     Shape,
 )
@@ -125,23 +127,24 @@ def given_sizes(args: argparse.Namespace) -> list[tuple]:
 
 
 def cases_from(args: argparse.Namespace) -> list[Case]:
-    """The default rows (the grid, packed and autocast rows), or, where any row option is
-    given, the product of those given."""
+    """The default rows (torch.nn's kinds: the grid, packed and autocast rows; the others:
+    DEFAULT_PIECES), or, where any row option is given, the product of those given."""
     row_options = (args.seq_len, args.batch, args.input_size, args.hidden_size)
     if any(row_options + (args.packed, args.autocast)):
         rows = [(size, args.packed, args.autocast) for size in given_sizes(args)]
+        pieces_rows = rows
     else:
         autocast_dtype, autocast_sizes = DEFAULT_AUTOCAST
         rows = [(size, False, None) for size in square(DEFAULT_GRID)]
         rows += [(size, True, None) for size in square(DEFAULT_PACKED)]
         rows += [(size, False, autocast_dtype) for size in square(autocast_sizes)]
-    shaped = [
-        (Shape(*size, layers=args.layers, bidirectional=args.bidirectional, packed=packed), cast)
-        for size, packed, cast in rows
-    ]
+        pieces_rows = [(size, False, None) for size in square(DEFAULT_PIECES)]
     return [
-        Case(kind, mode, shape, autocast)
-        for kind, mode, (shape, autocast) in itertools.product(args.kind, args.mode, shaped)
+        Case(kind, mode, Shape(*size, layers=args.layers, bidirectional=args.bidirectional,
+                               packed=packed), cast)
+        for kind in args.kind
+        for mode in args.mode
+        for size, packed, cast in (rows if kind in TORCH_NN_KINDS else pieces_rows)
     ]
 
 

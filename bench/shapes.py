@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-KINDS = ("lstm", "gru", "rnn")
+KINDS = ("lstm", "gru", "rnn", "layernorm_lstm")
+# torch.nn's kinds, which run the whole default grid. The others, layers torch.nn has no class for
+# (timed against a model built from torch.nn pieces, bench/pieces.py), run DEFAULT_PIECES.
+TORCH_NN_KINDS = ("lstm", "gru", "rnn")
 MODES = ("inference", "training")
 AUTOCAST_DTYPES = ("bfloat16", "float16")
 
 # Gate blocks per cell: every GEMM of a layer is gates * hidden_size wide.
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "layernorm_lstm": 4}
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,6 @@ DEFAULT_GRID = (
 # the whole grid.
 DEFAULT_PACKED = ((100, 32, 256),)
 DEFAULT_AUTOCAST = ("bfloat16", ((50, 32, 256), (1, 1, 64)))
+# The rows of the kinds outside torch.nn: a small and a mid-size model (their baselines step in
+# Python, so the single step and the long sequences would time Python alone).
+DEFAULT_PIECES = ((50, 32, 256), (100, 64, 512))

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import rnnkernels
+
 from bench import measure as bench_measure
 from bench import native, report
 from bench.onednn_rnn import OneDnnRnn
+from bench.pieces import LayerNormLSTMFromPieces
 from bench.peak import measure_peaks
 from bench.run import cases_from, parse_args
 
@@ -22,7 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 T, B, I, H = 3, 2, 5, 8
 SHAPE = ["--seq-len", str(T), "--batch", str(B), "--input-size", str(I), "--hidden-size", str(H)]
 TINY_BUDGET = ["--rounds", "2", "--min-run-time", "0.001", "--threads", "1"]
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1, "layernorm_lstm": 4}
+# The kinds timed against a model of torch.nn pieces, which oneDNN's RNN has no cell for.
+PIECES_KINDS = {"layernorm_lstm"}
+TORCH_NN_KINDS = ["--kind", "lstm", "gru", "rnn"]
 HAS_ONEDNN_RNN = native.load().has_onednn_rnn
 LIBRARIES = ("torch.nn", "rnnkernels") + (("oneDNN",) if HAS_ONEDNN_RNN else ())
 
@@ -58,12 +64,14 @@ def report_json(out_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def packed_report(tmp_path_factory) -> dict:
-    return run_report(tmp_path_factory.mktemp("packed"), "--packed", "--mode", "training")
+    return run_report(tmp_path_factory.mktemp("packed"), "--packed", "--mode", "training",
+                      *TORCH_NN_KINDS)
 
 
 @pytest.fixture(scope="module")
 def autocast_report(tmp_path_factory) -> dict:
-    return run_report(tmp_path_factory.mktemp("autocast"), "--autocast", "bfloat16")
+    return run_report(tmp_path_factory.mktemp("autocast"), "--autocast", "bfloat16",
+                      *TORCH_NN_KINDS)
 
 
 def test_every_kind_and_mode_is_reported(report_json):
@@ -92,20 +100,31 @@ def test_onednn_column_is_there_exactly_when_its_binding_built(report_json):
         assert all("oneDNN" not in result["median_seconds"] for result in report_json["results"])
 
 
+def timed_libraries(result) -> tuple:
+    """The libraries that ran the row: all but oneDNN's RNN for a kind it has no cell for."""
+    if result["kind"] in PIECES_KINDS:
+        return tuple(library for library in LIBRARIES if library != "oneDNN")
+    return LIBRARIES
+
+
 def test_times_speedups_and_rates_agree(report_json):
     peak = report_json["metadata"]["peak"]["float32"]
     for result in report_json["results"]:
         seconds = result["median_seconds"]
         assert set(seconds) == set(LIBRARIES)
-        assert result["not_available"] == {}
-        for library in LIBRARIES:
+        untimed = set(LIBRARIES) - set(timed_libraries(result))
+        assert result["not_available"] == dict.fromkeys(untimed, "cell not in oneDNN")
+        for library in untimed:
+            assert seconds[library] is None and result["speedup"][library] is None
+        for library in timed_libraries(result):
             assert seconds[library] > 0
             gflops = result["gemm_flops"] / seconds[library] / 1e9
             assert result["gflops"][library] == pytest.approx(gflops)
             if peak:
                 assert result["peak_fraction"][library] == pytest.approx(gflops / peak["gflops"])
         assert set(result["speedup"]) == set(LIBRARIES) - {"rnnkernels"}
-        for baseline, speedup in result["speedup"].items():
+        for baseline in set(timed_libraries(result)) - {"rnnkernels"}:
+            speedup = result["speedup"][baseline]
             assert speedup == pytest.approx(seconds[baseline] / seconds["rnnkernels"])
 
 
@@ -135,7 +154,8 @@ def test_gemm_flops_are_those_of_the_layer(report_json, kind):
 def test_outputs_match_torch_nn(report_json):
     for result in report_json["results"]:
         assert set(result["max_abs_diff"]) == set(LIBRARIES) - {"torch.nn"}
-        for library, difference in result["max_abs_diff"].items():
+        for library in set(timed_libraries(result)) - {"torch.nn"}:
+            difference = result["max_abs_diff"][library]
             assert difference < 1e-5, (result["kind"], result["mode"], library)
 
 
@@ -198,10 +218,46 @@ def test_default_rows_hold_the_grid_a_packed_batch_autocast_and_the_single_step(
     assert "T=1 B=1 I=64 H=64" in labels
     assert "T=100 B=32 I=256 H=256 packed 10-100" in labels
     assert any(case.autocast == "bfloat16" for case in cases)
+    # Kinds outside torch.nn run their own default rows, against models of torch.nn pieces.
+    cases = cases_from(parse_args(["--kind", "layernorm_lstm", "--mode", "inference"]))
+    assert [case.label() for case in cases] == ["T=50 B=32 I=256 H=256", "T=100 B=64 I=512 H=512"]
     # Options replace the default rows by their product.
     options = parse_args([*SHAPE, "--packed", "--autocast", "bfloat16"])
     (case,) = {(case.shape, case.autocast) for case in cases_from(options)}
     assert case[0].packed and case[1] == "bfloat16"
+
+
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bias": False}])
+def test_layernorm_lstm_from_torch_nn_pieces_is_rnnkernels_layer(options):
+    """The baseline of the layernorm_lstm rows computes rnnkernels.LayerNormLSTM's layer, outputs
+    and gradients (float64, norms' parameters away from their initial values)."""
+    torch.manual_seed(0)
+    ours = rnnkernels.LayerNormLSTM(I, H, dtype=torch.float64, **options)
+    with torch.no_grad():
+        for parameter in ours.parameters():
+            parameter.add_(torch.randn_like(parameter) / 4)
+    pieces = LayerNormLSTMFromPieces(ours)
+    inputs = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for name, module in (("ours", ours), ("pieces", pieces)):
+        outputs = bench_measure.flat_outputs(module(inputs))
+        grads = torch.autograd.grad(outputs, [inputs, *module.parameters()],
+                                    [torch.ones_like(output) for output in outputs])
+        results[name] = outputs, grads
+    for got, expected in zip(results["pieces"][0], results["ours"][0]):
+        torch.testing.assert_close(got, expected)
+    # Input, then each layer's W_ih, W_hh (and with bias the norms' shifts b_ih, b_hh), the norms.
+    got = dict(zip(["input", *[n for n, _ in pieces.named_parameters()]], results["pieces"][1]))
+    expected = dict(zip(["input", *[n for n, _ in ours.named_parameters()]], results["ours"][1]))
+    torch.testing.assert_close(got.pop("input"), expected.pop("input"))
+    renames = {"ih.weight": "weight_ih", "hh.weight": "weight_hh", "norm_ih.bias": "bias_ih",
+               "norm_hh.bias": "bias_hh", "norm_ih.weight": "layer_norm_ih_weight",
+               "norm_hh.weight": "layer_norm_hh_weight", "norm_c.weight": "layer_norm_c_weight",
+               "norm_c.bias": "layer_norm_c_bias"}
+    assert len(got) == len(expected)
+    for name, grad in got.items():
+        layer, piece = name.removeprefix("layers.").split(".", 1)
+        torch.testing.assert_close(grad, expected[f"{renames[piece]}_l{layer}"])
 
 
 def test_short_times_are_in_microseconds():
