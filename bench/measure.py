@@ -23,8 +23,12 @@ from bench.shapes import Case, Shape
 # torch.nn first: the reference every output difference is taken against.
 MODULE_LIBRARIES = ("torch.nn", "rnnkernels")
 ONEDNN = "oneDNN"
+# rnnkernels' own layer run in float32, timed beside its autocast rows: the speedup autocast buys.
+OWN_FLOAT32 = "rnnkernels float32"
 # What rnnkernels' speedups are taken over: time of the baseline / time of rnnkernels.
-BASELINES = ("torch.nn", ONEDNN)
+BASELINES = ("torch.nn", ONEDNN, OWN_FLOAT32)
+# The libraries whose outputs are compared with torch.nn's (the same computation and precision).
+COMPARED = ("rnnkernels", ONEDNN)
 MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "layernorm_lstm": "LayerNormLSTM"}
 
 
@@ -38,11 +42,15 @@ class Budget:
     threads: int
 
 
-def libraries_for(device: torch.device) -> tuple[str, ...]:
-    """The libraries a run times: on the CPU also oneDNN's RNN primitive, where it built."""
+def libraries_for(device: torch.device, cases: list[Case]) -> tuple[str, ...]:
+    """The libraries a run times: on the CPU also oneDNN's RNN primitive, where it built; with
+    autocast rows also rnnkernels in float32."""
+    libraries = MODULE_LIBRARIES
     if device.type == "cpu" and native.load().has_onednn_rnn:
-        return MODULE_LIBRARIES + (ONEDNN,)
-    return MODULE_LIBRARIES
+        libraries += (ONEDNN,)
+    if any(case.autocast for case in cases):
+        libraries += (OWN_FLOAT32,)
+    return libraries
 
 
 def build_modules(kind: str, shape: Shape, dtype: torch.dtype, device: torch.device) -> dict:
@@ -234,6 +242,24 @@ def add_onednn(contenders: Contenders, reference, inputs, grad_outputs, autocast
     contenders.steps[ONEDNN], contenders.outputs[ONEDNN] = onednn.step, onednn.outputs
 
 
+def add_own_float32(contenders: Contenders, module, inputs, leaf, training: bool,
+                    autocast: str | None) -> None:
+    """rnnkernels' layer without autocast, for an autocast row (its outputs are not compared:
+    another precision)."""
+    if autocast is None:
+        contenders.not_available[OWN_FLOAT32] = "not an autocast row"
+        return
+    if "rnnkernels" not in contenders.steps:
+        contenders.not_available[OWN_FLOAT32] = "rnnkernels did not run"
+        return
+    precision = contextlib.nullcontext
+    contenders.steps[OWN_FLOAT32] = (
+        training_step(module, inputs, leaf, contenders.grad_outputs, precision)
+        if training
+        else inference_step(module, inputs, precision)
+    )
+
+
 def measure(
     case: Case,
     dtype: torch.dtype,
@@ -252,6 +278,8 @@ def measure(
     if ONEDNN in libraries:
         grad_outputs = contenders.grad_outputs if training else None
         add_onednn(contenders, modules["torch.nn"], inputs, grad_outputs, case.autocast)
+    if OWN_FLOAT32 in libraries:
+        add_own_float32(contenders, modules["rnnkernels"], inputs, leaf, training, case.autocast)
 
     steps, outputs = contenders.steps, contenders.outputs
     times = time_interleaved(steps, budget) if steps else {}
@@ -281,7 +309,8 @@ def measure(
             library: max_abs_difference(outputs[library], outputs["torch.nn"])
             if library in outputs and "torch.nn" in outputs
             else None
-            for library in libraries[1:]
+            for library in COMPARED
+            if library in libraries
         },
     }
 

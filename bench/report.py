@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.measure import MODULE_LIBRARIES
+from bench.measure import COMPARED, MODULE_LIBRARIES
 from bench.shapes import KINDS, MODES, Case, Shape
 
 TEXT_COLUMNS = 3  # kind, mode, case; the rest are numbers, aligned right
@@ -25,6 +25,9 @@ EXPLANATION = """\
   C++ (bench/native.cpp) with torch.nn's weights, reordered into its own layout once before
   the timing; training is forward_training + backward (weight, bias and input gradients). It
   takes no packed input and runs float32 only.
+- rnnkernels float32 (where the run has autocast rows): our layer on an autocast row's work
+  without autocast, in the module's float32; "vs rnnkernels float32" is then what autocast
+  gains over it (above 1: the autocast dtype is faster).
 - GFLOP/s: the layer's GEMM flops (bench/flops.py: the input projection and per-step recurrent
   products and, when training, the backward's) / median time; in brackets, percent of the
   float32 peak (FMA loops on the run's threads, the higher of a measurement at the start and
@@ -44,7 +47,7 @@ def columns(libraries: list[str]) -> list[str]:
         *(f"vs {baseline}" for baseline in libraries if baseline != "rnnkernels"),
         *(f"GFLOP/s {library}" for library in libraries),
         *(f"saved {library}" for library in MODULE_LIBRARIES),
-        *(f"diff {library}" for library in libraries[1:]),
+        *(f"diff {library}" for library in libraries if library in COMPARED),
     ]
 
 
@@ -102,7 +105,8 @@ def table_row(result: dict, libraries: list[str]) -> list[str]:
         *(optional(result["saved_bytes"][library], byte_size) for library in MODULE_LIBRARIES),
         *(
             optional(result["max_abs_diff"][library], lambda diff: f"{diff:.1e}")
-            for library in libraries[1:]
+            for library in libraries
+            if library in COMPARED
         ),
     ]
 

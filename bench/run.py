@@ -277,9 +277,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    libraries = libraries_for(device)
-    peaks_at_start = measure_peaks(device, args.threads, PEAK_MIN_RUN_TIME)
     cases = cases_from(args)
+    libraries = libraries_for(device, cases)
+    peaks_at_start = measure_peaks(device, args.threads, PEAK_MIN_RUN_TIME)
     progress = Progress(len(cases))
     results = []
     for case in cases:

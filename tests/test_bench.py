@@ -203,6 +203,23 @@ def test_autocast_rows_record_what_fails_and_time_the_rest(autocast_report):
             assert result["not_available"]["oneDNN"] == "float32 CPU only"
 
 
+def test_autocast_rows_time_our_float32_beside(autocast_report):
+    """The speedup autocast buys over our own float32 layer, timed in the same rounds."""
+    assert autocast_report["metadata"]["libraries"][-1] == "rnnkernels float32"
+    for result in autocast_report["results"]:
+        seconds = result["median_seconds"]
+        assert seconds["rnnkernels float32"] > 0
+        assert result["speedup"]["rnnkernels float32"] == pytest.approx(
+            seconds["rnnkernels float32"] / seconds["rnnkernels"])
+        assert "rnnkernels float32" not in result["max_abs_diff"]
+    table = report.terminal_table(autocast_report["metadata"], autocast_report["results"])
+    assert "vs rnnkernels float32" in table and "diff rnnkernels float32" not in table
+
+
+def test_rows_without_autocast_leave_our_float32_out(report_json):
+    assert "rnnkernels float32" not in report_json["metadata"]["libraries"]
+
+
 def test_failures_show_as_n_a_with_their_errors_listed(autocast_report):
     metadata, results = autocast_report["metadata"], autocast_report["results"]
     table = report.terminal_table(metadata, results)
@@ -303,7 +320,7 @@ def test_onednn_rnn_matches_torch_nn_in_outputs_and_gradients(module_type, optio
 def test_without_the_binding_its_columns_are_absent(monkeypatch):
     missing = native.Native(None, None, "bench/native.cpp did not build: no compiler")
     monkeypatch.setattr(native, "load", lambda: missing)
-    assert bench_measure.libraries_for(torch.device("cpu")) == ("torch.nn", "rnnkernels")
+    assert bench_measure.libraries_for(torch.device("cpu"), []) == ("torch.nn", "rnnkernels")
     assert measure_peaks(torch.device("cpu"), 1, 0.01) == {"float32": None, "bfloat16": None}
     assert not any("oneDNN" in column for column in report.columns(["torch.nn", "rnnkernels"]))
 
