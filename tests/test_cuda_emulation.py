@@ -135,8 +135,9 @@ def make_args(cell, dtype):
     if cell in LAYER_NORM_ZONEOUT:
         masks, scalars = zoneout_args(cell, (0.3, 0.4)[:len(states)], gen, dtype)
         params += masks
-    elif cell in LAYER_NORM:
-        scalars = [0.0] * len(states)  # zoneout off: no masks, probabilities 0
+    elif cell in LAYER_NORM:  # zoneout off: no masks, probabilities 0
+        params += [None] * len(states)
+        scalars = [0.0] * len(states)
     if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
     if cell == TEST_CELL:
