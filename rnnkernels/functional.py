@@ -185,35 +185,55 @@ def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dro
 
 
 def layernorm_lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-                   bidirectional=False, batch_first=False, batch_sizes=None):
+                   bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+                   zoneout=0.0, cell_zoneout=0.0):
     """Multi-layer layer-normalised LSTM (``rnnkernels.LayerNormLSTM``), the cell
     ``layernorm_lstm`` of ``torch.ops.rnnkernels.stacked``; per layer and direction ``weights``
-    holds ``w_ih, w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [4H], ln_w_c, ln_b_c [H]``. Returns
-    ``(output, (h_n, c_n))``, in the autocast dtype under autocast."""
-    output, (h_n, c_n) = _stacked("layernorm_lstm", input, list(hx), weights, bias, num_layers,
-                                  dropout, training, bidirectional, batch_first, batch_sizes)
+    holds ``w_ih, w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [4H], ln_w_c, ln_b_c [H]``. Zoneout of h
+    and c: ``extras`` per layer and direction ``(zoneout mask of h [N, H], of c [N, H])``, 0 or
+    1, each None where absent (a state's masks come for every layer and direction or for none),
+    and ``zoneout``, ``cell_zoneout``, the probabilities, which stand for their expectation where
+    that state has no masks (eval). Returns ``(output, (h_n, c_n))``, in the autocast dtype
+    under autocast."""
+    output, (h_n, c_n) = _stacked("layernorm_lstm", input, list(hx), _with_extras(weights, extras),
+                                  bias, num_layers, dropout, training, bidirectional, batch_first,
+                                  batch_sizes, _zoneout_scalars(extras, (zoneout, cell_zoneout)))
     return output, (h_n, c_n)
 
 
 def layernorm_gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-                  bidirectional=False, batch_first=False, batch_sizes=None):
+                  bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+                  zoneout=0.0):
     """Multi-layer layer-normalised GRU (``rnnkernels.LayerNormGRU``), the cell ``layernorm_gru``
     of ``torch.ops.rnnkernels.stacked``; per layer and direction ``weights`` holds ``w_ih,
-    w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [3H]``. Returns ``(output, h_n)``, in the autocast dtype
-    under autocast."""
-    output, (h_n,) = _stacked("layernorm_gru", input, [hx], weights, bias, num_layers, dropout,
-                              training, bidirectional, batch_first, batch_sizes)
+    w_hh[, b_ih, b_hh], ln_w_ih, ln_w_hh [3H]``. Zoneout of h as ``layernorm_lstm``'s: ``extras``
+    per layer and direction ``(zoneout mask of h [N, H],)``, and ``zoneout``. Returns
+    ``(output, h_n)``, in the autocast dtype under autocast."""
+    output, (h_n,) = _stacked("layernorm_gru", input, [hx], _with_extras(weights, extras), bias,
+                              num_layers, dropout, training, bidirectional, batch_first,
+                              batch_sizes, _zoneout_scalars(extras, (zoneout,)))
     return output, h_n
+
+
+def _zoneout_scalars(extras, probabilities):
+    """The layer-normalised cells' scalars: each state's zoneout probability, or 0 where
+    ``extras`` bring that state's masks (which then carry it: the cell keeps ``mask +
+    scalar`` of the previous value)."""
+    return [0.0 if extras is not None and extras[0][j] is not None else float(p)
+            for j, p in enumerate(probabilities)]
 
 
 # ---------------------------------------------------------------------------------------------
 # The options of LSTM and GRU (README, "LSTM and GRU options"): the cells lstm_ext and gru_ext
-# (csrc/kernels/traits.h, LSTMExt and GRUExt) of the generic stacked operator.
+# (csrc/kernels/traits.h, LSTMExt and GRUExt) of the generic stacked operator; their extras, as
+# the layer-normalised cells' zoneout masks, follow each layer and direction's weights.
 
 
 def _with_extras(weights, extras):
     """torch.nn's ``weights`` with each layer and direction's ``extras`` (the cell's own params,
-    None where absent) after its own."""
+    None where absent) after its own; ``weights`` as they are without ``extras`` (None)."""
+    if extras is None:
+        return weights
     per_layer = len(weights) // len(extras)
     flat = []
     for k, own in enumerate(extras):

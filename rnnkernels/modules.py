@@ -26,8 +26,8 @@ the above changes.
 ``torch.nn.RNNBase`` (not an ``RNN``, ``LSTM`` or ``GRU``, so Dynamo traces it without
 ``allow_rnn``) with the arguments, parameter names, initialisation, inputs, outputs and checks of
 torch.nn.RNN (IndRNN, whose recurrent weights are vectors), LSTM and GRU (the layer-normalised
-ones, with their norms' parameters added); each exports to ONNX as ``rnnkernels.reference``'s
-steps.
+ones, with their norms' parameters added, and zoneout as a keyword-only option off by default);
+each exports to ONNX as ``rnnkernels.reference``'s steps.
 """
 
 import math
@@ -209,14 +209,13 @@ class _LSTMStates(_Recurrent):
         super()._check_state(input, hx[1])
 
 
-class _Options:
-    """The options of LSTM and GRU that torch.nn lacks (README, "LSTM and GRU options"), each off
-    by default, and then the layer is torch.nn's in everything (parameters, state_dict, the
-    operators it runs). Class attributes hold the defaults, so that a layer pickled without
-    the options loads. A subclass lists its options with their defaults in ``_DEFAULTS`` and
-    says whether they need its extended cell (``_extended``)."""
+class _Zoneout:
+    """Zoneout (Krueger et al. 2016) of a layer's states, off by default: for LSTM and GRU (with
+    their other options, ``_Options``) and the layer-normalised layers. Class attributes hold the
+    defaults, so that a layer pickled without the options loads. A subclass lists its options
+    with their defaults in ``_DEFAULTS``."""
 
-    zoneout = recurrent_dropout = weight_drop = 0.0
+    zoneout = 0.0
 
     def _set_probabilities(self, **probabilities):
         """Checks and sets probabilities: a zoneout's may be 1 (a state that never changes), a
@@ -235,6 +234,38 @@ class _Options:
                           if getattr(self, name) != default)
         return super().extra_repr() + options
 
+    def _draw(self, input, shape, p):
+        """A mask ``[*shape, H]`` in ``input``'s dtype and device, 1 with probability ``p``, else
+        0, from torch's default generator."""
+        return torch.empty(*shape, self.hidden_size, dtype=input.dtype,
+                           device=input.device).bernoulli_(p)
+
+    def _zoneout_masks(self, input, batch_sizes, zoneouts):
+        """This call's zoneout masks of one layer and direction: for each probability of
+        ``zoneouts`` a mask ``[N, H]`` (1, keep the previous value, with that probability); None
+        where the probability is 0, and all None in eval."""
+        rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+        return [self._draw(input, (rows,), p) if self.training and p > 0 else None
+                for p in zoneouts]
+
+    def _layer_count(self):
+        """Layers times directions: how many layers' masks a call draws."""
+        return self.num_layers * (2 if self.bidirectional else 1)
+
+    def _zoneout_scalar(self, p):
+        """A zoneout probability as the cell takes it: p in eval; in training 0, the mask
+        carrying it."""
+        return 0.0 if self.training else p
+
+
+class _Options(_Zoneout):
+    """The options of LSTM and GRU that torch.nn lacks (README, "LSTM and GRU options"), each off
+    by default, and then the layer is torch.nn's in everything (parameters, state_dict, the
+    operators it runs): zoneout (``_Zoneout``), recurrent dropout and weight drop. A subclass
+    says whether its options need its extended cell (``_extended``)."""
+
+    recurrent_dropout = weight_drop = 0.0
+
     def _weights(self):
         """This call's weights: torch.nn's, with each ``weight_hh`` dropped in training by
         ``weight_drop`` (DropConnect: one mask per weight and call, scaled by 1 / (1 - p); the
@@ -245,30 +276,18 @@ class _Options:
                 for name, w in zip(self._flat_weights_names, self._flat_weights)]
 
     def _masks(self, input, h0, batch_sizes, zoneouts):
-        """This call's masks, per layer and direction: for each probability of ``zoneouts`` a
-        zoneout mask ``[N, H]`` (1, keep the previous value, with that probability), then the
-        recurrent dropout mask ``[B, H]`` (0, or 1 / (1 - p) with probability 1 - p, one per
-        sequence and unit for every step); None where the option is off, and all None in eval.
-        Drawn from torch's default generator, in this order."""
-        rows = input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
-        options = dict(dtype=input.dtype, device=input.device)
-
-        def draw(shape, p):
-            return torch.empty(*shape, self.hidden_size, **options).bernoulli_(p)
-
+        """This call's masks, per layer and direction: the zoneout masks of ``zoneouts``
+        (``_zoneout_masks``), then the recurrent dropout mask ``[B, H]`` (0, or 1 / (1 - p) with
+        probability 1 - p, one per sequence and unit for every step), None where off and in
+        eval. Drawn from torch's default generator, layer by layer in this order."""
+        keep = 1 - self.recurrent_dropout
         masks = []
-        for _ in range(self.num_layers * (2 if self.bidirectional else 1)):
-            layer = [draw((rows,), p) if self.training and p > 0 else None for p in zoneouts]
-            keep = 1 - self.recurrent_dropout
-            recurrent = (draw((h0.shape[1],), keep) / keep
+        for _ in range(self._layer_count()):
+            layer = self._zoneout_masks(input, batch_sizes, zoneouts)
+            recurrent = (self._draw(input, (h0.shape[1],), keep) / keep
                          if self.training and self.recurrent_dropout > 0 else None)
             masks.append((*layer, recurrent))
         return masks
-
-    def _zoneout_scalar(self, p):
-        """A zoneout probability as the cell takes it: p in eval; in training 0, the mask
-        carrying it."""
-        return 0.0 if self.training else p
 
     def _onnx_has_no_operator(self):
         return self._extended()
@@ -442,7 +461,13 @@ class _NewLayer(_Recurrent):
     def _run(self, input, hx, batch_sizes):
         forms = reference if _exporting_to_onnx() else functional
         return getattr(forms, self._function)(input, hx, self._flat_weights,
-                                              batch_sizes=batch_sizes, **self._options())
+                                              batch_sizes=batch_sizes, **self._options(),
+                                              **self._call_options(input, batch_sizes))
+
+    def _call_options(self, input, batch_sizes):
+        """Keyword arguments of this call's functional (and reference) form beyond
+        ``_options``."""
+        return {}
 
 
 class IndRNN(_NewLayer):
@@ -481,13 +506,14 @@ class IndRNN(_NewLayer):
         return dict(super()._options(), nonlinearity=self.nonlinearity)
 
 
-class _LayerNormLayer(_NewLayer):
+class _LayerNormLayer(_Zoneout, _NewLayer):
     """A layer-normalised layer (Ba et al. 2016): torch.nn's ``_torch_mode`` layer's arguments
     (no ``proj_size``), inputs, outputs and parameters, each layer and direction's followed by
     its norms' ``layer_norm_<norm>_l{k}[_reverse]`` for each ``(norm, width in units of
     hidden_size, initial value)`` of ``_norms``. The weights and biases are initialised as
     torch.nn's, uniform(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), the norms' gains to 1 and
-    shifts to 0."""
+    shifts to 0. Zoneout of its states (``_DEFAULTS``: their probabilities, h's first), off by
+    default: in training masks drawn per call, in eval the probabilities."""
 
     _torch_mode = None
     _norms = ()
@@ -511,6 +537,14 @@ class _LayerNormLayer(_NewLayer):
                     if name.startswith(f"layer_norm_{norm}_l"):
                         param.fill_(value)
 
+    def _call_options(self, input, batch_sizes):
+        probabilities = {name: getattr(self, name) for name, _ in self._DEFAULTS}
+        if not (self.training and any(p > 0 for p in probabilities.values())):
+            return dict(probabilities, extras=None)
+        zoneouts = list(probabilities.values())
+        return dict(probabilities, extras=[self._zoneout_masks(input, batch_sizes, zoneouts)
+                                           for _ in range(self._layer_count())])
+
 
 class LayerNormLSTM(_LSTMStates, _LayerNormLayer):
     """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; w_ih) + b_ih +
@@ -521,12 +555,22 @@ class LayerNormLSTM(_LSTMStates, _LayerNormLayer):
     outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``,
     ``layer_norm_hh_weight_l{k}`` ``[4 * hidden_size]``, ``layer_norm_c_weight_l{k}``,
     ``layer_norm_c_bias_l{k}`` ``[hidden_size]``. Runs the ``layernorm_lstm`` cell of
-    ``rnnkernels::stacked``."""
+    ``rnnkernels::stacked``.
+
+    Options, keyword-only, off by default (README, "LayerNormLSTM"): ``zoneout`` (h) and
+    ``cell_zoneout`` (c) probabilities; h~ = o * tanh(LN(c~)) from the new cell before its
+    zoneout."""
 
     _function = "layernorm_lstm"
     _torch_mode = "LSTM"
     _norms = (("ih_weight", 4, 1.0), ("hh_weight", 4, 1.0), ("c_weight", 1, 1.0),
               ("c_bias", 1, 0.0))
+    cell_zoneout = 0.0
+    _DEFAULTS = (("zoneout", 0.0), ("cell_zoneout", 0.0))
+
+    def __init__(self, *args, zoneout=0.0, cell_zoneout=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_probabilities(zoneout=zoneout, cell_zoneout=cell_zoneout)
 
 
 class LayerNormGRU(_LayerNormLayer):
@@ -537,11 +581,19 @@ class LayerNormGRU(_LayerNormLayer):
     num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False, device=None,
     dtype=None``), inputs, outputs and parameters, plus per layer ``layer_norm_ih_weight_l{k}``
     and ``layer_norm_hh_weight_l{k}`` ``[3 * hidden_size]``. Runs the ``layernorm_gru`` cell of
-    ``rnnkernels::stacked``."""
+    ``rnnkernels::stacked``.
+
+    Option, keyword-only, off by default (README, "LayerNormGRU"): ``zoneout``, the probability
+    of h's zoneout."""
 
     _function = "layernorm_gru"
     _torch_mode = "GRU"
     _norms = (("ih_weight", 3, 1.0), ("hh_weight", 3, 1.0))
+    _DEFAULTS = (("zoneout", 0.0),)
+
+    def __init__(self, *args, zoneout=0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._set_probabilities(zoneout=zoneout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -178,35 +178,43 @@ def _normalised(x, weight, gain, shift):
 
 
 def layernorm_lstm_layer(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
-                         ln_w_c, ln_b_c, reverse=False):
+                         ln_w_c, ln_b_c, reverse=False, *, zoneout=0.0, cell_zoneout=0.0,
+                         zoneout_mask=None, cell_zoneout_mask=None):
     """Layer-normalised LSTM (Ba et al. 2016): ``gates = LN(x W_ih^T; ln_w_ih) + b_ih +
-    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 4H values of a row), ``c_t = f *
-    c_{t-1} + i * g``, ``h_t = o * tanh(LN(c_t; ln_w_c, ln_b_c))``; ``b_ih``, ``b_hh`` may be
-    None. Returns ``output [N, H], h_n [B, H], c_n [B, H]``."""
+    LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 4H values of a row), ``c~ = f *
+    c_{t-1} + i * g``, ``h~ = o * tanh(LN(c~; ln_w_c, ln_b_c))``, then zoneout as the LSTM's
+    (above): ``c_t = zoneout(d_c, c_{t-1}, c~)``, ``h_t = zoneout(d_h, h_{t-1}, h~)``; ``b_ih``,
+    ``b_hh`` may be None. Returns ``output [N, H], h_n [B, H], c_n [B, H]``."""
 
-    def cell(x, state):
+    def cell(x, state, kept_h, kept_c):
         h, c = state
         gates = _normalised(x, w_ih, ln_w_ih, b_ih) + _normalised(h, w_hh, ln_w_hh, b_hh)
-        o, c = _lstm_update(gates, c)
-        h = torch.sigmoid(o) * torch.tanh(F.layer_norm(c, c.shape[1:], ln_w_c, ln_b_c, eps=1e-5))
-        return h, [h, c]
+        o, new_c = _lstm_update(gates, c)
+        new_h = torch.sigmoid(o) * torch.tanh(F.layer_norm(new_c, new_c.shape[1:], ln_w_c, ln_b_c,
+                                                           eps=1e-5))
+        h = _zoneout(kept_h, zoneout, h, new_h)
+        return h, [h, _zoneout(kept_c, cell_zoneout, c, new_c)]
 
-    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell)
+    output, (h_n, c_n) = _scan(input, batch_sizes, [h0, c0], reverse, cell,
+                               [zoneout_mask, cell_zoneout_mask])
     return output, h_n, c_n
 
 
 def layernorm_gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ln_w_ih, ln_w_hh,
-                        reverse=False):
+                        reverse=False, *, zoneout=0.0, zoneout_mask=None):
     """Layer-normalised GRU: ``(xr, xz, xn) = LN(x W_ih^T; ln_w_ih) + b_ih``, ``(hr, hz, hn) =
     LN(h_{t-1} W_hh^T; ln_w_hh) + b_hh`` (each norm over all 3H values of a row), then the GRU's
-    equations; ``b_ih``, ``b_hh`` may be None. Returns ``output [N, H], h_n [B, H]``."""
+    equations for h~ and zoneout as the GRU's (above), ``h_t = zoneout(d_h, h_{t-1}, h~)``;
+    ``b_ih``, ``b_hh`` may be None. Returns ``output [N, H], h_n [B, H]``."""
 
-    def cell(x, state):
+    def cell(x, state, kept):
         (h,) = state
-        h = _gru_update(_normalised(x, w_ih, ln_w_ih, b_ih), _normalised(h, w_hh, ln_w_hh, b_hh), h)
+        input_side = _normalised(x, w_ih, ln_w_ih, b_ih)
+        new_h = _gru_update(input_side, _normalised(h, w_hh, ln_w_hh, b_hh), h)
+        h = _zoneout(kept, zoneout, h, new_h)
         return h, [h]
 
-    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell)
+    output, (h_n,) = _scan(input, batch_sizes, [h0], reverse, cell, [zoneout_mask])
     return output, h_n
 
 
@@ -215,14 +223,14 @@ def layernorm_gru_layer(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh, ln_w_ih,
 
 
 def _stack(layer, input, states, weights, bias, num_layers, dropout, training, bidirectional,
-           batch_first, batch_sizes, options=None):
-    """Runs ``layer(rows, batch_sizes, *states, *params, reverse=..., **options[k]) -> (out,
-    *new_states)``, a layer function of this module, over layers and directions as torch.nn
-    does, with dropout between layers; ``states`` are ``[L*D, B, *]``, ``params`` a layer and
-    direction's ``w_ih, w_hh, b_ih, b_hh`` (None without bias) and the cell's own that follow
-    them in ``weights``, ``options`` (where given) the keyword arguments of layer and direction
-    ``k``. A padded input's step sizes are a list of ints, so that tracing sees no tensor
-    contents."""
+           batch_first, batch_sizes, extras=None, names=(), **options):
+    """Runs ``layer(rows, batch_sizes, *states, *params, reverse=..., **options, **extras of k)
+    -> (out, *new_states)``, a layer function of this module, over layers and directions as
+    torch.nn does, with dropout between layers; ``states`` are ``[L*D, B, *]``, ``params`` a
+    layer and direction's ``w_ih, w_hh, b_ih, b_hh`` (None without bias) and the cell's own that
+    follow them in ``weights``; ``extras`` (where given) per layer and direction ``k`` keyword
+    arguments by ``names``. A padded input's step sizes are a list of ints, so that tracing sees
+    no tensor contents."""
     directions = 2 if bidirectional else 1
     per_layer = len(weights) // (num_layers * directions)
     common = 4 if bias else 2
@@ -241,8 +249,8 @@ def _stack(layer, input, states, weights, bias, num_layers, dropout, training, b
             params = list(weights[k * per_layer:(k + 1) * per_layer])
             biases = params[2:4] if bias else [None, None]
             out, *new = layer(rows, sizes, *[s[k] for s in states], *params[:2], *biases,
-                              *params[common:], reverse=direction == 1,
-                              **({} if options is None else options[k]))
+                              *params[common:], reverse=direction == 1, **options,
+                              **({} if extras is None else dict(zip(names, extras[k]))))
             outputs.append(out)
             for final, state in zip(finals, new):
                 final.append(state)
@@ -262,13 +270,10 @@ def lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=Fals
     """Multi-layer LSTM as ``rnnkernels.functional.lstm``, and with the options above as
     ``functional.lstm_ext``: ``extras`` per layer and direction ``(w_ch, zoneout_mask,
     cell_zoneout_mask, recurrent_mask)``, None where absent. Returns ``(output, (h_n, c_n))``."""
-    options = None
-    if extras is not None:
-        names = ("w_ch", "zoneout_mask", "cell_zoneout_mask", "recurrent_mask")
-        options = [dict(zip(names, own), cell_clip=cell_clip, zoneout=zoneout,
-                        cell_zoneout=cell_zoneout) for own in extras]
     output, (h_n, c_n) = _stack(lstm_layer, input, list(hx), weights, bias, num_layers, dropout,
-                                training, bidirectional, batch_first, batch_sizes, options)
+                                training, bidirectional, batch_first, batch_sizes, extras,
+                                ("w_ch", "zoneout_mask", "cell_zoneout_mask", "recurrent_mask"),
+                                cell_clip=cell_clip, zoneout=zoneout, cell_zoneout=cell_zoneout)
     return output, (h_n, c_n)
 
 
@@ -277,13 +282,9 @@ def gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False
     """Multi-layer GRU as ``rnnkernels.functional.gru``, and with the options above as
     ``functional.gru_ext``: ``extras`` per layer and direction ``(zoneout_mask,
     recurrent_mask)``, None where absent. Returns ``(output, h_n)``."""
-
-    options = None
-    if extras is not None:
-        options = [dict(zip(("zoneout_mask", "recurrent_mask"), own), zoneout=zoneout)
-                   for own in extras]
     output, (h_n,) = _stack(gru_layer, input, [hx], weights, bias, num_layers, dropout, training,
-                            bidirectional, batch_first, batch_sizes, options)
+                            bidirectional, batch_first, batch_sizes, extras,
+                            ("zoneout_mask", "recurrent_mask"), zoneout=zoneout)
     return output, h_n
 
 
@@ -297,18 +298,24 @@ def indrnn(input, hx, weights, nonlinearity="relu", bias=True, num_layers=1, dro
 
 
 def layernorm_lstm(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-                   bidirectional=False, batch_first=False, batch_sizes=None):
-    """Multi-layer layer-normalised LSTM as ``rnnkernels.functional.layernorm_lstm``. Returns
+                   bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+                   zoneout=0.0, cell_zoneout=0.0):
+    """Multi-layer layer-normalised LSTM as ``rnnkernels.functional.layernorm_lstm``: ``extras``
+    per layer and direction ``(zoneout_mask, cell_zoneout_mask)``, None where absent. Returns
     ``(output, (h_n, c_n))``."""
     output, (h_n, c_n) = _stack(layernorm_lstm_layer, input, list(hx), weights, bias, num_layers,
-                                dropout, training, bidirectional, batch_first, batch_sizes)
+                                dropout, training, bidirectional, batch_first, batch_sizes,
+                                extras, ("zoneout_mask", "cell_zoneout_mask"), zoneout=zoneout,
+                                cell_zoneout=cell_zoneout)
     return output, (h_n, c_n)
 
 
 def layernorm_gru(input, hx, weights, bias=True, num_layers=1, dropout=0.0, training=False,
-                  bidirectional=False, batch_first=False, batch_sizes=None):
-    """Multi-layer layer-normalised GRU as ``rnnkernels.functional.layernorm_gru``. Returns
-    ``(output, h_n)``."""
+                  bidirectional=False, batch_first=False, batch_sizes=None, *, extras=None,
+                  zoneout=0.0):
+    """Multi-layer layer-normalised GRU as ``rnnkernels.functional.layernorm_gru``: ``extras``
+    per layer and direction ``(zoneout_mask,)``, None where absent. Returns ``(output, h_n)``."""
     output, (h_n,) = _stack(layernorm_gru_layer, input, [hx], weights, bias, num_layers, dropout,
-                            training, bidirectional, batch_first, batch_sizes)
+                            training, bidirectional, batch_first, batch_sizes, extras,
+                            ("zoneout_mask",), zoneout=zoneout)
     return output, h_n

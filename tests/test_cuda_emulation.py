@@ -30,16 +30,24 @@ EMULATION = ROOT / "tests" / "cuda_emulation"
 TEST_CELL = "centred_indrnn"
 GATES = {"lstm": 4, "lstm_proj": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1, "indrnn_tanh": 1,
          "indrnn_relu": 1, "layernorm_lstm": 4, "layernorm_gru": 3, TEST_CELL: 1,
-         "lstm_ext": 4, "lstm_ext_eval": 4, "gru_ext": 3, "gru_ext_eval": 3}
+         "lstm_ext": 4, "lstm_ext_eval": 4, "gru_ext": 3, "gru_ext_eval": 3,
+         "layernorm_lstm_zoneout": 4, "layernorm_lstm_zoneout_eval": 4,
+         "layernorm_gru_zoneout": 3, "layernorm_gru_zoneout_eval": 3}
 # The cells with the LSTM's and GRU's options (test_lstm_options.py), by case: in training with
 # every mask, in eval with the zoneout probabilities instead.
 EXTENDED = {"lstm_ext": "lstm_ext", "lstm_ext_eval": "lstm_ext", "gru_ext": "gru_ext",
             "gru_ext_eval": "gru_ext"}
 # The cells without a dense recurrence: w_hh is u [H], one weight per unit.
 ELEMENTWISE = {"indrnn_tanh", "indrnn_relu", TEST_CELL}
-# The layer-normalised cells: the gains of both sides' norms [G*H], and for the LSTM c_t's norm's
-# gain and shift [H].
-LAYER_NORM = {"layernorm_lstm", "layernorm_gru"}
+# The layer-normalised cells with zoneout, by case: in training with masks, in eval with the
+# probabilities instead.
+LAYER_NORM_ZONEOUT = {"layernorm_lstm_zoneout": "layernorm_lstm",
+                      "layernorm_lstm_zoneout_eval": "layernorm_lstm",
+                      "layernorm_gru_zoneout": "layernorm_gru",
+                      "layernorm_gru_zoneout_eval": "layernorm_gru"}
+# The layer-normalised cells' cases: the gains of both sides' norms [G*H], and for the LSTM c_t's
+# norm's gain and shift [H].
+LAYER_NORM = {"layernorm_lstm", "layernorm_gru", *LAYER_NORM_ZONEOUT}
 SCALE = 0.9  # the tests' cell's scalar
 DTYPES = {
     "f64": torch.float64,
@@ -115,14 +123,21 @@ def make_args(cell, dtype):
     params = [randn(gates * HIDDEN, INPUT, scale=scale), randn(gates * HIDDEN, state, scale=scale),
               randn(gates * HIDDEN, scale=0.5), randn(gates * HIDDEN, scale=0.5)]
     scalars = []
-    if lstm or cell == "layernorm_lstm":
+    layer_norm_lstm = LAYER_NORM_ZONEOUT.get(cell, cell) == "layernorm_lstm"
+    if lstm or layer_norm_lstm:
         states.append(randn(batch, HIDDEN, scale=0.5))
     if cell in ("lstm", "lstm_proj"):
         params.append(randn(state, HIDDEN, scale=scale) if cell == "lstm_proj" else None)
     if cell in LAYER_NORM:
         params += [1 + randn(gates * HIDDEN, scale=0.2), 1 + randn(gates * HIDDEN, scale=0.2)]
-    if cell == "layernorm_lstm":
+    if layer_norm_lstm:
         params += [1 + randn(HIDDEN, scale=0.2), randn(HIDDEN, scale=0.5)]
+    if cell in LAYER_NORM_ZONEOUT:
+        masks, scalars = zoneout_args(cell, (0.3, 0.4)[:len(states)], gen, dtype)
+        params += masks
+    elif cell in LAYER_NORM:  # zoneout off: no masks, probabilities 0
+        params += [None] * len(states)
+        scalars = [0.0] * len(states)
     if cell in ELEMENTWISE:
         params[1] = randn(HIDDEN, scale=0.5)
     if cell == TEST_CELL:
@@ -133,8 +148,23 @@ def make_args(cell, dtype):
     if cell in EXTENDED:
         own, scalars = extended_args(cell, randn, gen, dtype)
         params += own
-    name = "lstm" if cell in ("lstm", "lstm_proj") else EXTENDED.get(cell, cell)
+    name = ("lstm" if cell in ("lstm", "lstm_proj")
+            else EXTENDED.get(cell, LAYER_NORM_ZONEOUT.get(cell, cell)))
     return name, input, torch.tensor(BATCH_SIZES), states, params, scalars
+
+
+def mask(rows, p, gen, dtype):
+    """A [rows, HIDDEN] mask, 1 with probability p, else 0."""
+    return (torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < p).to(dtype)
+
+
+def zoneout_args(cell, zoneouts, gen, dtype):
+    """Zoneout masks and scalars for the probabilities ``zoneouts`` (h, and an LSTM's c): in
+    training masks of 0 and 1 and scalars 0, in eval (a case named ``*_eval``) no masks and the
+    probabilities."""
+    training = not cell.endswith("_eval")
+    return ([mask(sum(BATCH_SIZES), p, gen, dtype) if training else None for p in zoneouts],
+            [0.0 if training else p for p in zoneouts])
 
 
 def extended_args(cell, randn, gen, dtype):
@@ -142,17 +172,12 @@ def extended_args(cell, randn, gen, dtype):
     some cell values pass, zoneout masks of 0 and 1 (h, and the LSTM's c) and a recurrent mask
     in training, the zoneout probabilities in eval."""
     training, lstm = not cell.endswith("_eval"), cell.startswith("lstm")
-    zoneouts = (0.3, 0.4) if lstm else (0.3,)
-
-    def mask(rows, p):
-        return (torch.rand(rows, HIDDEN, generator=gen, dtype=torch.float64) < p).to(dtype)
-
     params = [randn(3 * HIDDEN, scale=0.5)] if lstm else []
-    params += [mask(sum(BATCH_SIZES), p) if training else None for p in zoneouts]
-    params.append(mask(BATCH_SIZES[0], 0.75) / 0.75 if training else None)
+    masks, zoneout_scalars = zoneout_args(cell, (0.3, 0.4) if lstm else (0.3,), gen, dtype)
+    params += masks
+    params.append(mask(BATCH_SIZES[0], 0.75, gen, dtype) / 0.75 if training else None)
     scalars = [0.3] if lstm else []
-    scalars += [0.0 if training else p for p in zoneouts]
-    return params, scalars
+    return params, scalars + zoneout_scalars
 
 
 def output_grads(outputs):

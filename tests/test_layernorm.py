@@ -4,9 +4,9 @@ generic operators and the modules ``rnnkernels.LayerNormLSTM`` and ``rnnkernels.
 Two independent oracles: ``rnnkernels.reference`` (a PyTorch loop over F.layer_norm) for the
 operators and the modules, and a model built here from torch.nn pieces (nn.Linear projections and
 nn.LayerNorm norms holding the module's very parameters, stepped one sequence at a time). Also
-float64 gradcheck and gradgradcheck, opcheck, dropout, parameters and their initialisation,
-checkpoints, torch.compile, torch.export, autocast, ONNX export, and errors. The emulated CUDA
-kernels are checked against the CPU path in test_cuda_emulation.py."""
+float64 gradcheck and gradgradcheck, opcheck, dropout, zoneout, parameters and their
+initialisation, checkpoints, torch.compile, torch.export, autocast, ONNX export, and errors. The
+emulated CUDA kernels are checked against the CPU path in test_cuda_emulation.py."""
 
 import io
 
@@ -41,14 +41,30 @@ MODULE_TOLERANCES = {torch.float32: dict(rtol=1e-3, atol=1e-3),
                      torch.float64: dict(rtol=1e-10, atol=1e-10)}
 
 
+# Zoneout's probabilities, h's and the LSTM's c's, in the operator tests; the forms of its
+# arguments: off (no masks, probabilities 0), in training (masks of 0 and 1, scalars 0), in eval
+# (no masks, the probabilities).
+ZONEOUTS = (0.3, 0.5)
+ZONEOUT_FORMS = [pytest.param(None, id="nozoneout"), pytest.param("train", id="zoneout-train"),
+                 pytest.param("eval", id="zoneout-eval")]
+
+
 def is_lstm(cell):
     return cell == "layernorm_lstm"
 
 
-def layer_args(cell, dtype=torch.float64, bias=True, sizes=(BATCH_SIZES, INPUT, HIDDEN)):
+def state_count(cell):
+    """The cell's states, each with its zoneout mask and probability."""
+    return 2 if is_lstm(cell) else 1
+
+
+def layer_args(cell, dtype=torch.float64, bias=True, sizes=(BATCH_SIZES, INPUT, HIDDEN),
+               zoneout=None):
     """(input, batch_sizes, states, params) of the generic layer operator: params w_ih, w_hh,
     b_ih, b_hh (None without bias), the gains ln_w_ih, ln_w_hh [G*H] and for the LSTM ln_w_c,
-    ln_b_c [H]; the gains around 1, not at it, so that a gain read at the wrong place shows."""
+    ln_b_c [H]; the gains around 1, not at it, so that a gain read at the wrong place shows; then
+    the zoneout masks [N, H] (h's, the LSTM's c's) of the form ``zoneout`` (ZONEOUT_FORMS), 1
+    with probability ZONEOUTS, None but in training."""
     batch_sizes, input_size, hidden = sizes
     gates = GATES[cell] * hidden
     gen = torch.Generator().manual_seed(0)
@@ -61,12 +77,32 @@ def layer_args(cell, dtype=torch.float64, bias=True, sizes=(BATCH_SIZES, INPUT, 
               randn(gates) if bias else None, randn(gates, mean=1.0), randn(gates, mean=1.0)]
     if is_lstm(cell):
         params += [randn(hidden, mean=1.0), randn(hidden)]
-    return randn(sum(batch_sizes), input_size), torch.tensor(batch_sizes), states, params
+    rows = sum(batch_sizes)
+    params += [(torch.rand(rows, hidden, generator=gen, dtype=torch.float64) < p).to(dtype)
+               if zoneout == "train" else None for p in ZONEOUTS[:state_count(cell)]]
+    return randn(rows, input_size), torch.tensor(batch_sizes), states, params
 
 
-def run_layer(cell, input, batch_sizes, states, params, reverse):
+def zoneout_scalars(cell, zoneout=None):
+    """The operator's scalars for the zoneout form ``zoneout``: the probabilities in eval, else
+    0s."""
+    return [p if zoneout == "eval" else 0.0 for p in ZONEOUTS[:state_count(cell)]]
+
+
+def reference_zoneout(cell, zoneout, masks):
+    """The reference layer's zoneout keywords for the form ``zoneout`` and the operator's
+    ``masks``."""
+    if zoneout is None:
+        return {}
+    names = ("zoneout", "cell_zoneout")[:state_count(cell)]
+    mask_names = ("zoneout_mask", "cell_zoneout_mask")
+    return {**dict(zip(names, ZONEOUTS)), **dict(zip(mask_names, masks))}
+
+
+def run_layer(cell, input, batch_sizes, states, params, reverse, zoneout=None):
     """The generic operator's output and final states, as one list."""
-    output, finals, _ = ops.layer(cell, input, batch_sizes, states, params, [], reverse, True)
+    output, finals, _ = ops.layer(cell, input, batch_sizes, states, params,
+                                  zoneout_scalars(cell, zoneout), reverse, True)
     return [output, *finals]
 
 
@@ -75,20 +111,26 @@ def run_layer(cell, input, batch_sizes, states, params, reverse):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("zoneout", ZONEOUT_FORMS)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_layer_matches_reference(cell, reverse, bias, dtype, layer_checks):
-    """Output, final states and the gradients of input, initial states and every param; the
-    reference runs in float64 on the very values the operator got."""
-    input, batch_sizes, states, params = layer_args(cell, dtype, bias)
-    tensors = [input, *states, *params]
+def test_layer_matches_reference(cell, reverse, bias, zoneout, dtype, layer_checks):
+    """Output, final states and the gradients of input, initial states and every param (the
+    zoneout masks have none); the reference runs in float64 on the very values the operator
+    got."""
+    input, batch_sizes, states, params = layer_args(cell, dtype, bias, zoneout=zoneout)
+    masks = params[-state_count(cell):]
+    tensors = [input, *states, *params[:-state_count(cell)]]
     leaves = [t.requires_grad_() for t in tensors if t is not None]
-    got = run_layer(cell, input, batch_sizes, states, params, reverse)
+    got = run_layer(cell, input, batch_sizes, states, params, reverse, zoneout)
     exact = [t.detach().double().requires_grad_() for t in leaves]
     values = iter(exact)
     args = [next(values) if t is not None else None for t in tensors]
-    out, *finals = LAYERS[cell](args[0], batch_sizes, *args[1:], reverse=reverse)
+    out, *finals = LAYERS[cell](args[0], batch_sizes, *args[1:], reverse=reverse,
+                                **reference_zoneout(cell, zoneout,
+                                                    [m if m is None else m.double()
+                                                     for m in masks]))
     want = [out, *finals]
     for index, (g, w) in enumerate(zip(got, want)):
         torch.testing.assert_close(g, w.to(dtype), **TOLERANCES[dtype][0],
@@ -102,34 +144,39 @@ def test_layer_matches_reference(cell, reverse, bias, dtype, layer_checks):
                                    msg=lambda m: f"gradient {index}: {m}")
 
 
+@pytest.mark.parametrize("zoneout", ZONEOUT_FORMS)
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_layer_gradcheck_and_gradgradcheck(cell, reverse, monkeypatch):
+def test_layer_gradcheck_and_gradgradcheck(cell, reverse, zoneout, monkeypatch):
     """float64, tiny: gradgradcheck differentiates the recomputation in C++ (csrc/layer/
     differentiable.h), numerically, element by element; the Python reference stays out of
-    reach."""
+    reach. The zoneout masks are constants."""
 
     def unreachable(*args, **kwargs):
         raise AssertionError("the Python reference was called")
 
     monkeypatch.setattr(reference, "layernorm_lstm_layer", unreachable)
     monkeypatch.setattr(reference, "layernorm_gru_layer", unreachable)
-    input, batch_sizes, states, params = layer_args(cell, sizes=((2, 2, 1), 2, 3))
-    leaves = [t.requires_grad_() for t in [input, *states, *params]]
+    input, batch_sizes, states, params = layer_args(cell, sizes=((2, 2, 1), 2, 3),
+                                                    zoneout=zoneout)
+    masks = params[-state_count(cell):]
+    leaves = [t.requires_grad_() for t in [input, *states, *params[:-state_count(cell)]]]
     count = len(states)
 
     def forward(x, *rest):
-        return tuple(run_layer(cell, x, batch_sizes, list(rest[:count]), list(rest[count:]),
-                               reverse))
+        return tuple(run_layer(cell, x, batch_sizes, list(rest[:count]),
+                               [*rest[count:], *masks], reverse, zoneout))
 
     assert torch.autograd.gradcheck(forward, leaves)
     assert torch.autograd.gradgradcheck(forward, leaves)
 
 
+@pytest.mark.parametrize("zoneout", ZONEOUT_FORMS)
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_opcheck_layer_operators(cell, reverse, layer_checks):
-    layer_checks.opcheck_layer(cell, *layer_args(cell, torch.float32), reverse)
+def test_opcheck_layer_operators(cell, reverse, zoneout, layer_checks):
+    layer_checks.opcheck_layer(cell, *layer_args(cell, torch.float32, zoneout=zoneout), reverse,
+                               zoneout_scalars(cell, zoneout))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -141,24 +188,25 @@ def test_opcheck_stacked(cell):
               for _ in range(2 if is_lstm(cell) else 1)]
     weights = [w.detach().requires_grad_() for w in module._flat_weights]
     torch.library.opcheck(ops.stacked.default,
-                          (cell, input, None, states, weights, [], True, 2, 0.0, False, True,
-                           True))
+                          (cell, input, None, states, weights, zoneout_scalars(cell), True, 2,
+                           0.0, False, True, True))
 
 
 def test_cells_reach_python():
     lstm, gru = (rnnkernels._ops.CELLS[cell] for cell in CELLS)
     assert (lstm["gates"], lstm["states"], lstm["reserve"]) == (4, ["h", "c"], 17)
     assert lstm["params"] == ["w_ih", "w_hh", "b_ih", "b_hh", "ln_w_ih", "ln_w_hh", "ln_w_c",
-                              "ln_b_c"]
+                              "ln_b_c", "zoneout_h", "zoneout_c"]
     assert (gru["gates"], gru["states"], gru["reserve"]) == (3, ["h"], 12)
-    assert gru["params"] == ["w_ih", "w_hh", "b_ih", "b_hh", "ln_w_ih", "ln_w_hh"]
+    assert gru["params"] == ["w_ih", "w_hh", "b_ih", "b_hh", "ln_w_ih", "ln_w_hh", "zoneout_h"]
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_inference_saves_nothing_and_gives_the_same_results(cell):
     input, batch_sizes, states, params = layer_args(cell)
-    trained = ops.layer(cell, input, batch_sizes, states, params, [], False, True)
-    inferred = ops.layer(cell, input, batch_sizes, states, params, [], False, False)
+    scalars = zoneout_scalars(cell)
+    trained = ops.layer(cell, input, batch_sizes, states, params, scalars, False, True)
+    inferred = ops.layer(cell, input, batch_sizes, states, params, scalars, False, False)
     assert trained[2].shape == (input.shape[0], rnnkernels._ops.CELLS[cell]["reserve"] * HIDDEN)
     assert inferred[2].shape == (0, trained[2].shape[1])
     for got, want in zip([inferred[0], *inferred[1]], [trained[0], *trained[1]]):
@@ -364,6 +412,97 @@ def test_dropout_between_layers_matches_reference(cell, assert_close, layer_chec
                                     **{**options, "training": False}))
 
 
+# Zoneout of the modules' states: h's, and the LSTM's c's.
+ZONEOUT_OPTIONS = {"LayerNormLSTM": dict(zoneout=0.3, cell_zoneout=0.5),
+                   "LayerNormGRU": dict(zoneout=0.3)}
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_module_zoneout_matches_reference(cell, config, training, layer_checks):
+    """Zoneout with dropout between layers, padded and packed input: in training the reference
+    given the masks the module draws (the same generator state: the masks, then the dropout),
+    in eval the probabilities; outputs, final states and the gradients of input, states and
+    every parameter."""
+    options = ZONEOUT_OPTIONS[MODULES[cell]]
+    ours = make_module(MODULES[cell], dropout=0.3, **options, **config).train(training)
+    forward = getattr(reference, cell)
+    reference_options = dict(bias=ours.bias, num_layers=ours.num_layers, dropout=0.3,
+                             training=training, bidirectional=ours.bidirectional,
+                             batch_first=ours.batch_first, **options)
+    padded, hx = layer_checks.layer_input("padded", ours, torch.float64, with_hx=True)
+    leaves = [padded.requires_grad_(), *hx_leaves(hx), *ours.parameters()]
+    packed = pack_padded_sequence(padded, torch.tensor([5, 4, 2]), ours.batch_first)
+    for input, rows, batch_sizes in ((padded, padded, None),
+                                     (packed, packed.data, packed.batch_sizes)):
+        torch.manual_seed(3)
+        got = ours(input, hx)
+        torch.manual_seed(3)
+        masks = [ours._zoneout_masks(rows, batch_sizes, list(options.values()))
+                 for _ in range(ours._layer_count())]
+        assert all((m is not None) == training for layer in masks for m in layer)
+        want = forward(rows, hx, ours._flat_weights, batch_sizes=batch_sizes,
+                       extras=masks if training else None, **reference_options)
+        layer_checks.results_and_grads_close(got, want, leaves, MODULE_TOLERANCES)
+
+
+@pytest.mark.parametrize("name", MODULES.values())
+def test_training_zoneout_is_reproducible_under_manual_seed(name, layer_checks):
+    """In training the result depends on the default generator's state (the masks are drawn),
+    and a seed reproduces it."""
+    ours = make_module(name, **ZONEOUT_OPTIONS[name])
+    input, hx = layer_checks.layer_input("padded", ours, torch.float64, with_hx=True)
+    results = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        results.append(layer_checks.flat(*ours(input, hx)))
+    assert all(torch.equal(a, b) for a, b in zip(results[0], results[1]))
+    assert not torch.allclose(results[0][0], results[2][0])
+
+
+@pytest.mark.parametrize("name", MODULES.values())
+def test_zoneout_of_one_keeps_the_initial_state(name, layer_checks):
+    """In training a probability of 1 keeps every state at its initial value, exactly."""
+    ours = make_module(name, num_layers=2, **{option: 1.0 for option in ZONEOUT_OPTIONS[name]})
+    input, hx = layer_checks.layer_input("padded", ours, torch.float64, with_hx=True)
+    output, hidden = ours(input, hx)
+    h0 = hx[0] if isinstance(hx, tuple) else hx
+    assert torch.equal(output, h0[-1].expand_as(output))
+    assert all(torch.equal(got, want) for got, want in zip(layer_checks.flat(None, hidden)[1:],
+                                                           layer_checks.flat(None, hx)[1:]))
+
+
+@pytest.mark.parametrize("name", MODULES.values())
+def test_eval_zoneout_is_the_expectation_of_one_step(name, layer_checks, assert_close):
+    """One step in eval: each state is p * its initial value + (1 - p) * the new value of the
+    same layer without zoneout (h~ = o * tanh(LN(c~)) of the new cell before its zoneout)."""
+    options = ZONEOUT_OPTIONS[name]
+    ours, plain = make_module(name, **options).eval(), make_module(name).eval()
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), plain.parameters()))
+    input, hx = layer_checks.layer_input("padded", ours, torch.float64, with_hx=True)
+    initial = layer_checks.flat(None, hx)[1:]
+    new = layer_checks.flat(*plain(input[:1], hx))[1:]
+    expected = [p * s0 + (1 - p) * s1 for p, s0, s1 in zip(options.values(), initial, new)]
+    assert_close(layer_checks.flat(*ours(input[:1], hx))[1:], expected)
+
+
+def test_zoneout_options_are_keyword_only_checked_and_in_repr():
+    with pytest.raises(ValueError, match=r"LayerNormLSTM: cell_zoneout must be a probability in "
+                                         r"\[0, 1\], got 1.5"):
+        rnnkernels.LayerNormLSTM(INPUT, HIDDEN, cell_zoneout=1.5)
+    with pytest.raises(ValueError, match=r"LayerNormGRU: zoneout must be a probability"):
+        rnnkernels.LayerNormGRU(INPUT, HIDDEN, zoneout=-0.1)
+    with pytest.raises(TypeError, match="cell_zoneout"):
+        rnnkernels.LayerNormGRU(INPUT, HIDDEN, cell_zoneout=0.1)
+    with pytest.raises(TypeError):
+        rnnkernels.LayerNormGRU(INPUT, HIDDEN, 1, True, False, 0.0, False, None, None, 0.3)
+    assert repr(rnnkernels.LayerNormLSTM(INPUT, HIDDEN, cell_zoneout=0.25)) == \
+        "LayerNormLSTM(3, 5, cell_zoneout=0.25)"
+    assert repr(rnnkernels.LayerNormGRU(INPUT, HIDDEN, zoneout=1)) == \
+        "LayerNormGRU(3, 5, zoneout=1.0)"
+
+
 NORMS = {"LayerNormLSTM": {"ih_weight": 4, "hh_weight": 4, "c_weight": 1, "c_bias": 1},
          "LayerNormGRU": {"ih_weight": 3, "hh_weight": 3}}
 
@@ -498,7 +637,7 @@ def test_operator_names_a_norm_param_of_the_wrong_shape(cell):
     params[4] = params[4][:HIDDEN].contiguous()
     with pytest.raises(RuntimeError, match=rf"{cell}_layer: expected ln_w_ih of shape "
                                            rf"\[{width}\], got \[{HIDDEN}\]"):
-        ops.layer(cell, input, batch_sizes, states, params, [], False, True)
+        ops.layer(cell, input, batch_sizes, states, params, zoneout_scalars(cell), False, True)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -507,15 +646,17 @@ def test_operator_names_a_norm_param_of_another_dtype(cell):
     params[5] = params[5].float()
     with pytest.raises(RuntimeError, match=rf"{cell}_layer: expected ln_w_hh to have dtype "
                                            r"Double \(the dtype of input\), got Float"):
-        ops.layer(cell, input, batch_sizes, states, params, [], False, True)
+        ops.layer(cell, input, batch_sizes, states, params, zoneout_scalars(cell), False, True)
 
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_stacked_counts_the_norms_params(cell):
+    """One weight more than a layer's params (the norms' and the zoneout masks) takes."""
     module = make_module(MODULES[cell])
-    weights = module._flat_weights + [module._flat_weights[-1]]
+    extra = len(rnnkernels._ops.CELLS[cell]["params"]) - len(module._flat_weights) + 1
+    weights = module._flat_weights + [module._flat_weights[-1]] * extra
     states = [torch.zeros(1, 2, HIDDEN, dtype=torch.float64)] * (2 if is_lstm(cell) else 1)
     with pytest.raises(RuntimeError, match=rf"{cell}: expected 4 weights \(4 per layer and "
                                            rf"direction\), got {len(weights)}"):
         ops.stacked(cell, torch.zeros(3, 2, INPUT, dtype=torch.float64), None, states, weights,
-                    [], True, 1, 0.0, False, False, False)
+                    zoneout_scalars(cell), True, 1, 0.0, False, False, False)

@@ -18,7 +18,7 @@ namespace rnnkernels {
 // The most states (h, c), extra inputs and scalars a cell may have. A cell needing more raises
 // these; nothing else depends on their values.
 constexpr int kMaxStates = 2;
-constexpr int kMaxInputs = 6;
+constexpr int kMaxInputs = 8;
 constexpr int kMaxScalars = 3;
 
 // An extra input of the pointwise step (traits.h, kInputs): a per-layer parameter, the same for

@@ -71,7 +71,8 @@ class Step {
                ? io_.load(p_.reserve_previous + at(Cell::kReserve, Cell::saved_slot(j)))
                : io_.load(p_.initial[j] + at());
   }
-  // h_t as the forward output it.
+  // h_t as the forward output it. The forward may read it too: what set_output last wrote at
+  // this position (a row-wise cell without a projection keeps a value there between passes).
   RNNKERNELS_HD Value output() const { return io_.load(p_.output + at()); }
   // dL/d state j at t: carried from t+1, plus for h the output's own gradient.
   RNNKERNELS_HD Value grad_state(int j) const {

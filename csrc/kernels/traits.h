@@ -144,6 +144,31 @@ struct LSTM : CellDefaults {
   }
 };
 
+// Zoneout of a cell's states (cells::zoneout), for a cell whose extra inputs from Mask hold the
+// states' masks (kRowInput [N, H] each: 0 and 1 in training, absent in eval) and whose scalars
+// from Probability their probabilities (0 with a mask, p in eval): state j's at Mask + j and
+// Probability + j. Without zoneout (no mask, probability 0) the state takes its new value
+// exactly, and its whole gradient goes there.
+template <int Mask, int Probability>
+struct Zoneout {
+  // The weight of state j's previous value: its mask plus its probability.
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value kept(const Step& s, int j) {
+    return s.input(Mask + j) + s.scalar(Probability + j);
+  }
+  // dL/d state j's new value (before zoneout), from dL/d the state at t: the (1 - kept) share.
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value new_grad(const Step& s, int j) {
+    using V = typename Step::Value;
+    return (V(1) - kept(s, j)) * s.grad_state(j);
+  }
+  // The kept share, which reaches the previous value directly (a part of dL/d state j at t-1).
+  template <typename Step>
+  static RNNKERNELS_HD typename Step::Value previous_grad(const Step& s, int j) {
+    return kept(s, j) * s.grad_state(j);
+  }
+};
+
 // The LSTM with its options (cells::lstm_ext_forward), all chosen at run time, so that one cell
 // serves every combination: peephole weights w_ch [3H] = (p_i, p_f, p_o), a kStepParam (zeros
 // when absent); the cell clip, scalar 0 (infinity: none); zoneout of h and of c, each a mask of
@@ -160,6 +185,7 @@ struct LSTMExt : LSTM {
   static constexpr std::array<StepInputSpec, 3> kInputs{
       {{InputSource::kParam, 0}, {InputSource::kParam, 1}, {InputSource::kParam, 2}}};
   static constexpr int kScalars = 3;
+  using Zoneouts = Zoneout<1, 1>;
   // i, f, g, o, c_t (after zoneout: the next step's c_{t-1}) and u (before the clip).
   static constexpr int kReserve = 6;
   static constexpr bool kDirectHiddenGrad = true;
@@ -168,12 +194,6 @@ struct LSTMExt : LSTM {
   static RNNKERNELS_HD cells::LSTMPeepholes<typename Step::Value> peepholes(const Step& s) {
     return {s.input(0, 0), s.input(0, 1), s.input(0, 2)};
   }
-  // Zoneout's weight of the previous value of state j (h 0, c 1): its mask plus its probability.
-  template <typename Step>
-  static RNNKERNELS_HD typename Step::Value kept(const Step& s, int j) {
-    return s.input(1 + j) + s.scalar(1 + j);
-  }
-
   template <typename Step>
   static RNNKERNELS_HD void forward(const Step& s) {
     using V = typename Step::Value;
@@ -182,8 +202,8 @@ struct LSTMExt : LSTM {
     V u, c, h;
     cells::lstm_ext_forward<typename Step::Math>(pre_activations(s), peepholes(s), c_prev,
                                                  s.scalar(0), act, u, c, h);
-    c = cells::zoneout(kept(s, 1), c_prev, c);
-    h = cells::zoneout(kept(s, 0), s.state(0), h);
+    c = cells::zoneout(Zoneouts::kept(s, 1), c_prev, c);
+    h = cells::zoneout(Zoneouts::kept(s, 0), s.state(0), h);
     s.set_state(1, c);
     s.set_state(0, h);
     s.set_output(h);
@@ -195,19 +215,18 @@ struct LSTMExt : LSTM {
   template <typename Step>
   static RNNKERNELS_HD void backward(const Step& s) {
     using V = typename Step::Value;
-    const V dh = s.grad_state(0), dc = s.grad_state(1), kept_h = kept(s, 0), kept_c = kept(s, 1);
     cells::LSTMGates<V> dpre;
     cells::LSTMPeepholes<V> dp;
     V dc_prev;
     cells::lstm_ext_backward<typename Step::Math>(
         saved_gates(s), peepholes(s), s.saved(5), s.previous_state(1), s.scalar(0),
-        (V(1) - kept_h) * dh, (V(1) - kept_c) * dc, dpre, dp, dc_prev);
+        Zoneouts::new_grad(s, 0), Zoneouts::new_grad(s, 1), dpre, dp, dc_prev);
     set_grad_gates(s, dpre);
     s.add_input_grad(0, 0, dp.i);
     s.add_input_grad(0, 1, dp.f);
     s.add_input_grad(0, 2, dp.o);
-    s.set_grad_state(1, dc_prev + kept_c * dc);
-    s.set_grad_state(0, kept_h * dh);
+    s.set_grad_state(1, dc_prev + Zoneouts::previous_grad(s, 1));
+    s.set_grad_state(0, Zoneouts::previous_grad(s, 0));
   }
 };
 
@@ -282,19 +301,19 @@ struct GRUExt : GRU {
   static constexpr std::array<StepInputSpec, 2> kInputs{
       {{InputSource::kHiddenBiasLastGate}, {InputSource::kParam, 0}}};
   static constexpr int kScalars = 1;
+  using Zoneouts = Zoneout<1, 0>;
 
   template <typename Step>
   static RNNKERNELS_HD void forward(const Step& s) {
-    const auto h = cells::zoneout(s.input(1) + s.scalar(0), s.state(0), update(s));
+    const auto h = cells::zoneout(Zoneouts::kept(s, 0), s.state(0), update(s));
     s.set_state(0, h);
     s.set_output(h);
   }
 
   template <typename Step>
   static RNNKERNELS_HD void backward(const Step& s) {
-    using V = typename Step::Value;
-    const V dh = s.grad_state(0), kept = s.input(1) + s.scalar(0);
-    s.set_grad_state(0, set_grad_gates(s, (V(1) - kept) * dh) + kept * dh);
+    s.set_grad_state(0, set_grad_gates(s, Zoneouts::new_grad(s, 0)) +
+                            Zoneouts::previous_grad(s, 0));
   }
 };
 
@@ -556,30 +575,41 @@ struct GateNorms {
 }  // namespace layer_norm
 
 // Layer-normalised LSTM: gates = LN(x W_ih^T; w_ih) + b_ih + LN(h_{t-1} W_hh^T; w_hh) + b_hh,
-// each norm over all 4H values of the row; c_t = f * c_{t-1} + i * g as the LSTM's;
-// h_t = o * tanh(LN(c_t; w_c, b_c)); c_t itself is carried.
+// each norm over all 4H values of the row; c~ = f * c_{t-1} + i * g as the LSTM's;
+// h~ = o * tanh(LN(c~; w_c, b_c)); then zoneout, c_t = zoneout(d_c, c_{t-1}, c~) and h_t =
+// zoneout(d_h, h_{t-1}, h~), as LSTMExt's: masks zoneout_h and zoneout_c (inputs 6 and 7) plus
+// probabilities (scalars 0 and 1); without them c_t = c~ and h_t = h~. c_t itself is carried.
 struct LayerNormLSTM : CellDefaults {
   static constexpr const char* kName = "layernorm_lstm";
   static constexpr int kGates = 4;
   static constexpr std::array<const char*, 2> kStates{"h", "c"};
-  static constexpr std::array<ParamSpec, 4> kParams{{{"ln_w_ih", ParamRole::kStepParam, 4},
+  static constexpr std::array<ParamSpec, 6> kParams{{{"ln_w_ih", ParamRole::kStepParam, 4},
                                                      {"ln_w_hh", ParamRole::kStepParam, 4},
                                                      {"ln_w_c", ParamRole::kStepParam, 1},
-                                                     {"ln_b_c", ParamRole::kStepParam, 1}}};
-  // Inputs 0 to 5: b_ih, b_hh, ln_w_ih, ln_w_hh, ln_w_c, ln_b_c.
-  static constexpr std::array<StepInputSpec, 6> kInputs{{{InputSource::kInputBias},
+                                                     {"ln_b_c", ParamRole::kStepParam, 1},
+                                                     {"zoneout_h", ParamRole::kRowInput, 1},
+                                                     {"zoneout_c", ParamRole::kRowInput, 1}}};
+  // Inputs 0 to 7: b_ih, b_hh, ln_w_ih, ln_w_hh, ln_w_c, ln_b_c, zoneout_h, zoneout_c.
+  static constexpr std::array<StepInputSpec, 8> kInputs{{{InputSource::kInputBias},
                                                          {InputSource::kHiddenBias},
                                                          {InputSource::kParam, 0},
                                                          {InputSource::kParam, 1},
                                                          {InputSource::kParam, 2},
-                                                         {InputSource::kParam, 3}}};
-  // Slots: i, f, g, o (0-3), c_t (4), c_t normalised (5) and its rstd (6), the gates' norms'.
+                                                         {InputSource::kParam, 3},
+                                                         {InputSource::kParam, 4},
+                                                         {InputSource::kParam, 5}}};
+  static constexpr int kScalars = 2;
+  using Zoneouts = Zoneout<6, 0>;
+  // Slots: i, f, g, o (0-3), c_t (4, after zoneout: the next step's c_{t-1}), c~ normalised (5)
+  // and its rstd (6), the gates' norms'.
   using Gates = layer_norm::GateNorms<4, 7>;
   using CellNorm = layer_norm::Norm<1, 5, 6, 4, 5>;
   static constexpr int kReserve = 7 + Gates::kReserve;
   static constexpr RNNKERNELS_HD int saved_slot(int state) { return state == 1 ? 4 : -1; }
   static constexpr BiasFold kBiasFold = BiasFold::kNone;
   static constexpr bool kSeparateHiddenGrad = true;
+  // Zoneout's kept share of dL/dh_t (0 without zoneout).
+  static constexpr bool kDirectHiddenGrad = true;
   static constexpr bool kRowwise = true;
 
   template <typename Step, typename V>
@@ -596,26 +626,31 @@ struct LayerNormLSTM : CellDefaults {
       const cells::LSTMGates<V> pre_act{pre(s, 0, gates), pre(s, 1, gates), pre(s, 2, gates),
                                         pre(s, 3, gates)};
       cells::LSTMGates<V> act;
-      const V c = cells::lstm_cell_update<M>(pre_act, s.state(1), act);
+      const V c_prev = s.state(1);
+      const V c_new = cells::lstm_cell_update<M>(pre_act, c_prev, act);
       act.o = M::sigmoid(pre_act.o);
+      const V c = cells::zoneout(Zoneouts::kept(s, 1), c_prev, c_new);
       s.set_state(1, c);
+      // c~ waits in the output for the passes below; the last writes h_t over it.
+      s.set_output(c_new);
       LSTM::save_gates(s, act);
       s.save(4, c);
       Gates::save(s, gates);
     });
-    // h_t from c_t's norm; o from its pre-activation again, as inference saves nothing.
-    const auto cell = [](const auto& s) { return layer_norm::Blocks<V, 1>{{s.state(1)}}; };
+    // h_t from c~'s norm; o from its pre-activation again, as inference saves nothing.
+    const auto cell = [](const auto& s) { return layer_norm::Blocks<V, 1>{{s.output()}}; };
     const auto c_stats = CellNorm::moments(r, cell);
     r.for_each([&](const auto& s) {
-      const V h = cells::lstm_output<M>(M::sigmoid(pre(s, 3, gates)),
-                                        CellNorm::output(s, 0, s.state(1), c_stats));
+      const V h_new = cells::lstm_output<M>(M::sigmoid(pre(s, 3, gates)),
+                                            CellNorm::output(s, 0, s.output(), c_stats));
+      CellNorm::save(s, cell(s), c_stats);
+      const V h = cells::zoneout(Zoneouts::kept(s, 0), s.state(0), h_new);
       s.set_state(0, h);
       s.set_output(h);
-      CellNorm::save(s, cell(s), c_stats);
     });
   }
 
-  // A position's gradients: both sides' gates (the same), dL/dc_{t-1} and dL/d c_t's norm's
+  // A position's gradients: both sides' gates (the same), dL/dc_{t-1} and dL/d c~'s norm's
   // output.
   template <typename V>
   struct Grads {
@@ -627,11 +662,11 @@ struct LayerNormLSTM : CellDefaults {
   static RNNKERNELS_HD void backward(const Row& r) {
     using V = typename Row::Value;
     using M = typename Row::Math;
-    // dL/d c_t's norm's output, and the gradient of o's pre-activation.
+    // dL/d c~'s norm's output, and the gradient of o's pre-activation, from dL/dh~.
     const auto output_grad = [](const auto& s, V& do_pre) {
       V tanh_y, dy;
-      cells::lstm_output_backward<M>(s.saved(3), CellNorm::saved_output(s, 0), s.grad_state(0),
-                                     tanh_y, do_pre, dy);
+      cells::lstm_output_backward<M>(s.saved(3), CellNorm::saved_output(s, 0),
+                                     Zoneouts::new_grad(s, 0), tanh_y, do_pre, dy);
       return dy;
     };
     const auto c_moments = CellNorm::grad_moments(r, [&](const auto& s) {
@@ -642,9 +677,10 @@ struct LayerNormLSTM : CellDefaults {
       Grads<V> g;
       cells::LSTMGates<V> dpre;
       g.dy = output_grad(s, dpre.o);
-      const V dc = s.grad_state(1) + CellNorm::input_grad(s, 0, g.dy, c_moments);
+      const V dc = Zoneouts::new_grad(s, 1) + CellNorm::input_grad(s, 0, g.dy, c_moments);
       g.dc_prev = cells::lstm_cell_update_backward(LSTM::saved_gates(s), s.previous_state(1), dc,
-                                                   dpre);
+                                                   dpre) +
+                  Zoneouts::previous_grad(s, 1);
       g.gates.input = {{dpre.i, dpre.f, dpre.g, dpre.o}};
       g.gates.hidden = g.gates.input;
       return g;
@@ -652,24 +688,30 @@ struct LayerNormLSTM : CellDefaults {
     Gates::backward(r, grads, [](const auto& s, const Grads<V>& g) {
       CellNorm::add_param_grads(s, 0, g.dy);
       s.set_grad_state(1, g.dc_prev);
+      s.set_grad_state(0, Zoneouts::previous_grad(s, 0));
     });
   }
 };
 
 // Layer-normalised GRU: (xr, xz, xn) = LN(x W_ih^T; w_ih) + b_ih, (hr, hz, hn) =
 // LN(h_{t-1} W_hh^T; w_hh) + b_hh, each norm over all 3H values of the row, then the GRU's
-// equations.
+// equations for h~, and h_t = zoneout(d_h, h_{t-1}, h~) as GRUExt's: mask zoneout_h (input 4)
+// plus probability (scalar 0); without them h_t = h~.
 struct LayerNormGRU : CellDefaults {
   static constexpr const char* kName = "layernorm_gru";
   static constexpr int kGates = 3;
   static constexpr std::array<const char*, 1> kStates{"h"};
-  static constexpr std::array<ParamSpec, 2> kParams{{{"ln_w_ih", ParamRole::kStepParam, 3},
-                                                     {"ln_w_hh", ParamRole::kStepParam, 3}}};
-  // Inputs 0 to 3: b_ih, b_hh, ln_w_ih, ln_w_hh.
-  static constexpr std::array<StepInputSpec, 4> kInputs{{{InputSource::kInputBias},
+  static constexpr std::array<ParamSpec, 3> kParams{{{"ln_w_ih", ParamRole::kStepParam, 3},
+                                                     {"ln_w_hh", ParamRole::kStepParam, 3},
+                                                     {"zoneout_h", ParamRole::kRowInput, 1}}};
+  // Inputs 0 to 4: b_ih, b_hh, ln_w_ih, ln_w_hh, zoneout_h.
+  static constexpr std::array<StepInputSpec, 5> kInputs{{{InputSource::kInputBias},
                                                          {InputSource::kHiddenBias},
                                                          {InputSource::kParam, 0},
-                                                         {InputSource::kParam, 1}}};
+                                                         {InputSource::kParam, 1},
+                                                         {InputSource::kParam, 2}}};
+  static constexpr int kScalars = 1;
+  using Zoneouts = Zoneout<4, 0>;
   // Slots: r, z, n, hn (0-3, GRU::update's), the gates' norms'.
   using Gates = layer_norm::GateNorms<3, 4>;
   static constexpr int kReserve = 4 + Gates::kReserve;
@@ -682,9 +724,10 @@ struct LayerNormGRU : CellDefaults {
   static RNNKERNELS_HD void forward(const Row& r) {
     const auto gates = Gates::statistics(r);
     r.for_each([&](const auto& s) {
-      const auto h = GRU::update(s, Gates::input(s, 0, gates), Gates::input(s, 1, gates),
-                                 Gates::input(s, 2, gates), Gates::hidden(s, 0, gates),
-                                 Gates::hidden(s, 1, gates), Gates::hidden(s, 2, gates));
+      const auto h_new = GRU::update(s, Gates::input(s, 0, gates), Gates::input(s, 1, gates),
+                                     Gates::input(s, 2, gates), Gates::hidden(s, 0, gates),
+                                     Gates::hidden(s, 1, gates), Gates::hidden(s, 2, gates));
+      const auto h = cells::zoneout(Zoneouts::kept(s, 0), s.state(0), h_new);
       s.set_state(0, h);
       s.set_output(h);
       Gates::save(s, gates);
@@ -705,8 +748,9 @@ struct LayerNormGRU : CellDefaults {
       Grads<V> g;
       V dr, dz, dn, dhn;
       cells::gru_backward<typename Row::Math>(s.saved(0), s.saved(1), s.saved(2), s.saved(3),
-                                              s.previous_state(0), s.grad_state(0), dr, dz, dn,
-                                              dhn, g.dh_prev);
+                                              s.previous_state(0), Zoneouts::new_grad(s, 0), dr,
+                                              dz, dn, dhn, g.dh_prev);
+      g.dh_prev = g.dh_prev + Zoneouts::previous_grad(s, 0);
       g.gates.input = {{dr, dz, dn}};
       g.gates.hidden = {{dr, dz, dhn}};
       return g;

@@ -92,6 +92,7 @@ class TensorForwardStep {
   Value state(int j) const { return states_[j]; }
   void set_state(int j, const Value& v) const { states_[j] = v.tensor(); }
   void set_output(const Value& v) const { output_ = v.tensor(); }
+  Value output() const { return output_; }
   void save(int /*k*/, const Value& /*v*/) const {}
 
  private:
