@@ -580,6 +580,15 @@ def test_torch_compile_fullgraph(name, layer_checks):
 
 
 @pytest.mark.parametrize("name", MODULES.values())
+def test_torch_compile_and_export_with_zoneout_in_eval(name, layer_checks):
+    """Zoneout's eval form (the probabilities as scalars, no masks) traces as the plain layer."""
+    options = dict(zoneout=0.3) | (dict(cell_zoneout=0.2) if name == "LayerNormLSTM" else {})
+    ours = make_module(name, torch.float32, num_layers=2, **options).eval()
+    layer_checks.torch_compile(ours, torch.randn(5, 3, INPUT, requires_grad=True))
+    layer_checks.torch_export(ours, torch.randn(5, 3, INPUT))
+
+
+@pytest.mark.parametrize("name", MODULES.values())
 def test_torch_export(name, layer_checks):
     ours = make_module(name, torch.float32, num_layers=2, bidirectional=True)
     layer_checks.torch_export(ours, torch.randn(5, 3, INPUT))
