@@ -42,20 +42,17 @@ dnnl::stream& thread_stream() {
   return stream;
 }
 
-// Everything a matmul primitive depends on. The weights are plain (packed_rows == 0: their
-// strides), in the blocked layout oneDNN prefers for `packed_rows` rows, or (packed_rows == -1,
-// the primitive that chooses that layout) in format "any".
+// Everything a matmul primitive depends on; every operand is a plain matrix with its strides.
 struct MatmulKey {
   int64_t m, k, n;
   int64_t a_stride0, a_stride1;
   int64_t b_stride0, b_stride1;
-  int64_t packed_rows;
   bool bias, accumulate;
   int threads;  // oneDNN splits the work for the thread count it was created with
 
   auto tie() const {
-    return std::tie(m, k, n, a_stride0, a_stride1, b_stride0, b_stride1, packed_rows, bias,
-                    accumulate, threads);
+    return std::tie(m, k, n, a_stride0, a_stride1, b_stride0, b_stride1, bias, accumulate,
+                    threads);
   }
   bool operator==(const MatmulKey& other) const { return tie() == other.tie(); }
 };
@@ -66,7 +63,6 @@ struct MatmulKeyHash {
 
 struct Matmul {
   dnnl::matmul primitive;
-  memory::desc weights;
   memory::desc scratchpad;
 };
 
@@ -93,17 +89,15 @@ dnnl::primitive_attr attributes(bool accumulate) {
   return attr;
 }
 
-memory::desc weights_desc(const MatmulKey& key);
-
 Matmul create(const MatmulKey& key) {
   const memory::desc a = matrix(key.m, key.k, key.a_stride0, key.a_stride1);
   const memory::desc c = row_major(key.m, key.n);
   const dnnl::primitive_attr attr = attributes(key.accumulate);
-  const memory::desc b = weights_desc(key);
+  const memory::desc b = matrix(key.k, key.n, key.b_stride0, key.b_stride1);
   const dnnl::matmul::primitive_desc pd =
       key.bias ? dnnl::matmul::primitive_desc(cpu_engine(), a, b, row_major(1, key.n), c, attr)
                : dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
-  return {dnnl::matmul(pd), pd.weights_desc(), pd.scratchpad_desc()};
+  return {dnnl::matmul(pd), pd.scratchpad_desc()};
 }
 
 // The most recently used primitives, at most `capacity` of them: a packed batch of a new total
@@ -116,8 +110,7 @@ class MatmulCache {
   // A copy: primitives are reference-counted handles, so one evicted meanwhile stays valid for
   // whoever holds it.
   Matmul get(const MatmulKey& key) {
-    // Recursive: creating a packed-weights primitive first looks up the layout chooser.
-    const std::lock_guard<std::recursive_mutex> lock(mutex_);
+    const std::lock_guard<std::mutex> lock(mutex_);
     auto found = index_.find(key);
     if (found != index_.end()) {
       entries_.splice(entries_.begin(), entries_, found->second);
@@ -135,7 +128,7 @@ class MatmulCache {
 
  private:
   using Entries = std::list<std::pair<MatmulKey, Matmul>>;
-  std::recursive_mutex mutex_;
+  std::mutex mutex_;
   size_t capacity_;
   Entries entries_;  // most recently used first
   std::unordered_map<MatmulKey, Entries::iterator, MatmulKeyHash> index_;
@@ -164,15 +157,15 @@ Matmul cached_matmul(const MatmulKey& key) {
   return cache.get(key);
 }
 
-memory::desc weights_desc(const MatmulKey& key) {
-  if (key.packed_rows == 0) return matrix(key.k, key.n, key.b_stride0, key.b_stride1);
-  if (key.packed_rows < 0) {
-    return memory::desc({key.k, key.n}, memory::data_type::f32, memory::format_tag::any);
-  }
-  // The layout oneDNN picks for the largest step; every step uses it.
-  const MatmulKey chooser{key.packed_rows, key.k, key.n, key.k, 1, 0, 0, -1, false,
-                          key.accumulate, key.threads};
-  return cached_matmul(chooser).weights;
+// The row stride of the per-step GEMM's copy of its weight [k, n]: whole cache lines of 16
+// floats, an odd number of them. With a row stride of a multiple of 1 KiB (n = 256, 512, 768,
+// 1024, ...: the gate widths of the usual hidden sizes) the rows of a block of columns fall into
+// few cache sets, and oneDNN's matmul ran at half its speed or less, whether the weight was plain
+// or in the blocked layout it prefers (docs/DESIGN.md, "CPU backend").
+int64_t padded_row_stride(int64_t n) {
+  int64_t lines = (n + 15) / 16;
+  if (lines % 2 == 0) ++lines;
+  return lines * 16;
 }
 
 }  // namespace
@@ -218,17 +211,17 @@ OneDnnRecurrentGemm::OneDnnRecurrentGemm(const at::Tensor& weight, bool transpos
   const int64_t k = transposed ? weight.size(1) : weight.size(0);
   const int64_t n = transposed ? weight.size(0) : weight.size(1);
   const int64_t b_stride0 = transposed ? 1 : n, b_stride1 = transposed ? k : 1;
-  // Reordering reads and writes the weight once; a single step does not win that back.
-  const bool pack = steps > 1;
-  m.key = {max_rows, k, n, k, 1, pack ? 0 : b_stride0, pack ? 0 : b_stride1,
-           pack ? max_rows : 0, false, accumulate, current_threads()};
   const memory user(matrix(k, n, b_stride0, b_stride1), cpu_engine(), weight.data_ptr<float>());
-  if (pack) {
-    m.weights = memory(weights_desc(m.key), cpu_engine());
+  // Copying reads and writes the weight once; a single step does not win that back.
+  if (steps > 1) {
+    const int64_t stride = padded_row_stride(n);
+    m.key = {max_rows, k, n, k, 1, stride, 1, false, accumulate, current_threads()};
+    m.weights = memory(matrix(k, n, stride, 1), cpu_engine());
     memory source = user;
     dnnl::reorder(source, m.weights).execute(m.stream, source, m.weights);
     m.stream.wait();
   } else {
+    m.key = {max_rows, k, n, k, 1, b_stride0, b_stride1, false, accumulate, current_threads()};
     m.weights = user;
   }
   m.steps.resize(max_rows + 1);
@@ -320,7 +313,7 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
   // the input and weight gradients), which changes with every packed length, and one primitive
   // then serves them all instead of one per length.
   const MatmulKey key{DNNL_RUNTIME_DIM_VAL, DNNL_RUNTIME_DIM_VAL, n, a.stride(0), a.stride(1),
-                      b.stride(0), b.stride(1), 0, bias.defined(), false, current_threads()};
+                      b.stride(0), b.stride(1), bias.defined(), false, current_threads()};
   const Matmul matmul = cached_matmul(key);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, memory(matrix(m, k, a.stride(0), a.stride(1)), cpu_engine(), a.data_ptr())},

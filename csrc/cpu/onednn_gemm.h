@@ -27,7 +27,7 @@ constexpr size_t kDefaultPrimitiveCacheCapacity = 1024;
 // are contiguous row-major.
 //   weight: [n, k] used as W^T when `transposed` (x W^T, as in a linear layer), else [k, n].
 //   max_rows: the largest row count; steps: how many times it will run, which decides whether
-//   reordering the weight into oneDNN's blocked layout (one pass over it) pays off.
+//   copying the weight with a padded row stride (one pass over it) pays off.
 // One object runs on one thread at a time (it keeps per-step state); objects on different
 // threads run concurrently. Inside a parallel region the GEMM runs on the calling thread alone.
 class OneDnnRecurrentGemm {
