@@ -57,13 +57,31 @@ def _mm_dtype_error(a, b):
 
 
 def _exporting_to_onnx():
-    """Whether torch.onnx.export (either exporter) is tracing this call."""
+    """Whether torch.onnx.export (either exporter) is tracing this call. Its TorchScript exporter
+    traces under the JIT tracer and its dynamo exporter under torch.export, so those cheap checks
+    go first: ``torch.onnx.is_in_onnx_export`` imports two modules on every call, which costs a
+    call of a single step a few microseconds."""
+    if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        return False
     return not torch.compiler.is_dynamo_compiling() and torch.onnx.is_in_onnx_export()
 
 
 class _Recurrent(nn.RNNBase):
     """The forward shared by LSTM, GRU and RNN, placed before the torch.nn class in the bases:
     torch.nn's input handling around ``self._run(input, hx, batch_sizes) -> (output, hidden)``."""
+
+    def _weights_have_changed(self):
+        """torch.nn's check of whether a weight was replaced since ``_flat_weights`` was made
+        (``torch.func.functional_call`` swaps them), reading a weight that is a parameter from
+        ``_parameters``, as ``getattr`` would, without ``nn.Module.__getattr__``'s cost (twice
+        per weight in torch.nn's, a sixth of a single step's call); any other (a
+        parametrization's property) by ``getattr``, once."""
+        parameters = self._parameters
+        for ref, name in zip(self._flat_weight_refs, self._flat_weights_names, strict=True):
+            weight = parameters[name] if name in parameters else getattr(self, name, None)
+            if weight is not None and ref is not None and ref() is not weight:
+                return True
+        return False
 
     def _check_hx_dims(self, hx, is_batched):
         expected = 3 if is_batched else 2
