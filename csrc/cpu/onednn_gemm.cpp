@@ -214,16 +214,15 @@ OneDnnRecurrentGemm::OneDnnRecurrentGemm(const at::Tensor& weight, bool transpos
   const memory user(matrix(k, n, b_stride0, b_stride1), cpu_engine(), weight.data_ptr<float>());
   // Copying reads and writes the weight once; a single step does not win that back.
   if (steps > 1) {
-    const int64_t stride = padded_row_stride(n);
-    m.key = {max_rows, k, n, k, 1, stride, 1, false, accumulate, current_threads()};
-    m.weights = memory(matrix(k, n, stride, 1), cpu_engine());
+    m.weights = memory(matrix(k, n, padded_row_stride(n), 1), cpu_engine());
     memory source = user;
     dnnl::reorder(source, m.weights).execute(m.stream, source, m.weights);
     m.stream.wait();
   } else {
-    m.key = {max_rows, k, n, k, 1, b_stride0, b_stride1, false, accumulate, current_threads()};
     m.weights = user;
   }
+  const memory::dims strides = m.weights.get_desc().get_strides();
+  m.key = {max_rows, k, n, k, 1, strides[0], strides[1], false, accumulate, current_threads()};
   m.steps.resize(max_rows + 1);
 }
 
