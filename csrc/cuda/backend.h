@@ -71,6 +71,9 @@ struct KernelBackend {
 
   template <typename T>
   using RecurrentGemm = ATenRecurrentGemm<T>;
+  static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return at::empty(sizes, options);
+  }
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
     return aten_addmm(bias, a, b);
   }

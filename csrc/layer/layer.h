@@ -277,11 +277,11 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
   const at::Tensor input_gates =
       Backend::addmm(folded_bias<Cell>(args, H), args.input, args.w_ih().t());  // [N, G*H]
   const StepInputs inputs = step_inputs<Cell>(args, H);
-  at::Tensor output = at::empty({s.rows, s.state}, options);
+  at::Tensor output = Backend::empty({s.rows, s.state}, options);
   std::vector<at::Tensor> states;  // [B, width] each, the initial states' copies; end as finals
   for (const at::Tensor& initial : args.states) states.push_back(initial.clone());
   at::Tensor hidden_gates = dense ? at::empty({s.batch, G * H}, options) : at::Tensor();
-  at::Tensor reserve = R > 0 ? at::empty({train ? s.rows : 0, R * H}, options)
+  at::Tensor reserve = R > 0 ? Backend::empty({train ? s.rows : 0, R * H}, options)
                              : at::empty({0}, options);
   at::Tensor unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
   const RecurrentMask mask(cell, args, s.batch, s.state);
@@ -366,10 +366,10 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   const auto options = input.options();
 
   const StepInputs inputs = step_inputs<Cell>(args, H);
-  at::Tensor grad_input_gates = at::empty({s.rows, G * H}, options);
+  at::Tensor grad_input_gates = Backend::empty({s.rows, G * H}, options);
   at::Tensor grad_hidden_gates =
-      Cell::kSeparateHiddenGrad ? at::empty({s.rows, G * H}, options) : grad_input_gates;
-  at::Tensor h_prev = at::empty({s.rows, s.state}, options);  // h_{t-1} of every row
+      Cell::kSeparateHiddenGrad ? Backend::empty({s.rows, G * H}, options) : grad_input_gates;
+  at::Tensor h_prev = Backend::empty({s.rows, s.state}, options);  // h_{t-1} of every row
   std::vector<at::Tensor> grads;  // [B, width] carried dL/d state, ending as the initial's
   for (const at::Tensor& g : grad_states) grads.push_back(g.clone());
   // Each batch row's part of dL/d a per-layer input that is a param (w_hh without a dense
