@@ -122,6 +122,24 @@ def test_output_changed_in_place_before_backward(name, packed, make_pair, assert
         assert_close(_inplace_program(reference, x, inplace=True), expected)
 
 
+@pytest.mark.parametrize("name, hidden, proj_size", [
+    ("LSTM", 256, 0),  # gate rows of 4 KiB: the CPU copies g^T contiguous for dW (backend.h)
+    ("LSTM", 128, 0),  # 2 KiB: the transposed view
+    ("RNN", 1024, 0),
+    ("LSTM", 1040, 1024),  # the projection's dL/dh rows of 4 KiB
+])
+def test_weight_gradients_at_row_widths_the_cpu_copies(name, hidden, proj_size, make_pair,
+                                                       assert_close):
+    """The weight gradients dW = g^T x take g^T as a contiguous copy on the CPU where g's rows
+    are a multiple of 4 KiB long, else as a view: both give torch.nn's gradients."""
+    kwargs = {"proj_size": proj_size} if proj_size else {}
+    reference, ours = make_pair(name, 8, hidden, **kwargs)
+    x = torch.randn(5, 3, 8, requires_grad=True)
+    grads = [torch.autograd.grad(module(x)[0].square().sum(), [x, *module.parameters()])
+             for module in (reference, ours)]
+    assert_close(grads[1], grads[0])
+
+
 # ---------------------------------------------------------------------------------------------
 # Attributes changed after construction
 

@@ -166,6 +166,24 @@ struct CPUBackend {
     return aten_addmm(bias, a, b);
   }
 
+  // rows.t() for the left operand of a weight gradient, dW = g^T x: a contiguous copy where the
+  // rows are a multiple of 4 KiB long and so, read down a column, all fall into one set of the L1
+  // cache. oneDNN's matmul took such a transposed operand of 1600 x 1024 rows at 56-60 GFLOP/s
+  // against 131 contiguous; the copy of up to 16 MiB costs 1-4 ms, less than it saves (LSTM
+  // (50, 32, 256) training 1.12x faster), above that as much; with rows of 2 or 3 KiB it lost
+  // more than it gained (docs/DESIGN.md, "CPU backend").
+  static at::Tensor transposed(const at::Tensor& rows) {
+#ifdef RNNKERNELS_WITH_ONEDNN
+    constexpr int64_t kMaxCopiedBytes = int64_t{16} << 20;
+    const int64_t row_bytes = rows.size(1) * static_cast<int64_t>(rows.element_size());
+    if (rows.scalar_type() == at::kFloat && rows.is_contiguous() && row_bytes % 4096 == 0 &&
+        static_cast<int64_t>(rows.nbytes()) <= kMaxCopiedBytes) {
+      return onednn_transpose(rows);
+    }
+#endif
+    return rows.t();
+  }
+
   // The CPU's threading, from the step's size: one slice per thread, each walking every step of
   // its rows alone, so that the per-step GEMMs and pointwise passes run single-threaded, with no
   // barrier per step. Splitting each step's GEMM across threads instead costs two

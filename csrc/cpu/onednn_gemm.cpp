@@ -331,4 +331,18 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
   return out;
 }
 
+at::Tensor onednn_transpose(const at::Tensor& a) {
+  TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 2 && a.is_contiguous(),
+              "onednn_transpose: expected a contiguous float32 matrix");
+  const int64_t m = a.size(0), k = a.size(1);
+  at::Tensor out = empty_huge_pages({k, m}, a.options());
+  if (a.numel() == 0) return out;
+  // The same [k, m] matrix read through a's strides and written row-major: oneDNN's primitive
+  // cache keeps the reorder's kernel per shape.
+  memory src(matrix(k, m, 1, k), cpu_engine(), a.data_ptr());
+  memory dst(row_major(k, m), cpu_engine(), out.data_ptr());
+  dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
+  return out;
+}
+
 }  // namespace rnnkernels

@@ -65,6 +65,11 @@ class OneDnnSmallGemm {
 // strides (a transposed view costs nothing). For the large once-per-layer GEMMs.
 at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 
+// The transpose of a contiguous float32 matrix [m, k], as a contiguous [k, m], through a oneDNN
+// reorder. For the left operand of a weight gradient (g^T x): oneDNN's matmul runs a transposed
+// left operand at half the speed of a contiguous one at some shapes (docs/DESIGN.md).
+at::Tensor onednn_transpose(const at::Tensor& a);
+
 // onednn_addmm through dnnl_sgemm, for small products (see OneDnnSmallGemm).
 at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
 

@@ -74,6 +74,7 @@ struct KernelBackend {
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     return at::empty(sizes, options);
   }
+  static at::Tensor transposed(const at::Tensor& rows) { return rows.t(); }
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
     return aten_addmm(bias, a, b);
   }

@@ -455,8 +455,15 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   LayerGrads result;
   result.input = Backend::addmm({}, grad_input_gates, args.w_ih());
   result.states = grads;
-  result.params = {Backend::addmm({}, grad_input_gates.t(), input),
-                   dense ? Backend::addmm({}, grad_hidden_gates.t(), h_prev) : at::Tensor()};
+  // dW = g^T x, with g^T in the layout the backend's GEMM takes best; one for both weights when
+  // the gates share their gradient.
+  const at::Tensor grad_input_gates_t = Backend::transposed(grad_input_gates);
+  const at::Tensor grad_hidden_gates_t =
+      !dense ? at::Tensor()
+             : Cell::kSeparateHiddenGrad ? Backend::transposed(grad_hidden_gates)
+                                         : grad_input_gates_t;
+  result.params = {Backend::addmm({}, grad_input_gates_t, input),
+                   dense ? Backend::addmm({}, grad_hidden_gates_t, h_prev) : at::Tensor()};
   if constexpr (Cell::kBiasFold != BiasFold::kNone) {
     // A folded bias adds to every row's pre-activation: its gradient is their sum.
     const at::Tensor grad_b_ih = grad_input_gates.sum(0);
@@ -471,7 +478,7 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   // The projection's, those the steps added up, and for the rest (absent params, per-row inputs)
   // an empty tensor.
   result.params.resize(args.params.size());
-  if (projected) result.params[projection] = Backend::addmm({}, grad_h_rows.t(), h_unprojected);
+  if (projected) result.params[projection] = Backend::addmm({}, Backend::transposed(grad_h_rows), h_unprojected);
   for (size_t i = 0; i < input_grads.size(); ++i) {
     if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
   }
