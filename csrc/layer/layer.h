@@ -478,7 +478,10 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   // The projection's, those the steps added up, and for the rest (absent params, per-row inputs)
   // an empty tensor.
   result.params.resize(args.params.size());
-  if (projected) result.params[projection] = Backend::addmm({}, Backend::transposed(grad_h_rows), h_unprojected);
+  if (projected) {
+    result.params[projection] =
+        Backend::addmm({}, Backend::transposed(grad_h_rows), h_unprojected);
+  }
   for (size_t i = 0; i < input_grads.size(); ++i) {
     if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
   }
