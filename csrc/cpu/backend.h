@@ -169,9 +169,10 @@ struct CPUBackend {
   // rows.t() for the left operand of a weight gradient, dW = g^T x: a contiguous copy where the
   // rows are a multiple of 4 KiB long and so, read down a column, all fall into one set of the L1
   // cache. oneDNN's matmul took such a transposed operand of 1600 x 1024 rows at 56-60 GFLOP/s
-  // against 131 contiguous; the copy of up to 16 MiB costs 1-4 ms, less than it saves (LSTM
-  // (50, 32, 256) training 1.12x faster), above that as much; with rows of 2 or 3 KiB it lost
-  // more than it gained (docs/DESIGN.md, "CPU backend").
+  // against 131 contiguous. The copy (1.3-3.4 ms alone, 4-9 ms inside a layer's backward) costs
+  // less than it saves for rows of 4 KiB up to 16 MiB (LSTM (50, 32, 256) training 1.12x
+  // faster), about as much above, and more with rows of 2 or 3 KiB (docs/DESIGN.md, "CPU
+  // backend").
   static at::Tensor transposed(const at::Tensor& rows) {
 #ifdef RNNKERNELS_WITH_ONEDNN
     constexpr int64_t kMaxCopiedBytes = int64_t{16} << 20;

@@ -458,10 +458,9 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   // dW = g^T x, with g^T in the layout the backend's GEMM takes best; one for both weights when
   // the gates share their gradient.
   const at::Tensor grad_input_gates_t = Backend::transposed(grad_input_gates);
-  const at::Tensor grad_hidden_gates_t =
-      !dense ? at::Tensor()
-             : Cell::kSeparateHiddenGrad ? Backend::transposed(grad_hidden_gates)
-                                         : grad_input_gates_t;
+  const at::Tensor grad_hidden_gates_t = dense && Cell::kSeparateHiddenGrad
+                                             ? Backend::transposed(grad_hidden_gates)
+                                             : grad_input_gates_t;
   result.params = {Backend::addmm({}, grad_input_gates_t, input),
                    dense ? Backend::addmm({}, grad_hidden_gates_t, h_prev) : at::Tensor()};
   if constexpr (Cell::kBiasFold != BiasFold::kNone) {
