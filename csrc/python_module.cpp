@@ -1,12 +1,14 @@
 // The Python extension module rnnkernels._C. Importing it loads this library and so runs the
 // operator registrations (csrc/ops/, csrc/cpu/, csrc/cuda/); its functions report the build
-// (csrc/build_info.h) and the cells' signatures, which the fake kernels read (rnnkernels/_ops.py).
-// The LibTorch build (CMakeLists.txt) leaves this file out.
+// (csrc/build_info.h) and the cells' signatures, which the fake kernels read (rnnkernels/_ops.py),
+// and _forward runs the modules' lean path (csrc/python_forward.cpp).
+// The LibTorch build (CMakeLists.txt) leaves both files out.
 #include <torch/extension.h>
 
 #include "build_info.h"
 #include "kernels/cell_list.h"
 #include "layer/layer_common.h"
+#include "python_forward.h"
 
 namespace py = pybind11;
 
@@ -37,4 +39,5 @@ PYBIND11_MODULE(_C, m) {
     });
     return cells;
   });
+  rnnkernels::bind_forward(m);
 }

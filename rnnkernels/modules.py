@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional, reference
-from ._ops import ops
+from ._ops import _C, ops
 
 __all__ = ["LSTM", "GRU", "RNN", "IndRNN", "LayerNormLSTM", "LayerNormGRU", "LSTMCell", "GRUCell",
            "RNNCell"]
@@ -122,7 +122,25 @@ class _Recurrent(nn.RNNBase):
         """Whether ONNX lacks an operator for this layer (so torch.nn cannot export it)."""
         return False
 
+    def _lean_cell(self):
+        """The cell of this call's lean path (``_lean_forward``), or None: it has none."""
+        return None
+
+    def _lean_forward(self, input, hx):
+        """The call in one crossing into C++ (csrc/python_forward.cpp), where it is a plain one:
+        the module's own layer (``_lean_cell``), outside torch.compile and torch.export, with
+        tensor arguments that torch.nn's checks pass. Returns forward's result, or None: then
+        forward's Python path runs the call (and raises torch.nn's errors). A single step's
+        call costs a third as much this way (docs/DESIGN.md, "The lean path")."""
+        cell = self._lean_cell()
+        if cell is None or torch.compiler.is_compiling():
+            return None
+        return _C._forward(self, cell, input, hx)
+
     def forward(self, input, hx=None):
+        result = self._lean_forward(input, hx)
+        if result is not None:
+            return result
         if _exporting_to_onnx() and not self._onnx_has_no_operator():
             return super().forward(input, hx)
         self._update_flat_weights()
@@ -284,11 +302,14 @@ class _Options(_Zoneout):
 
     recurrent_dropout = weight_drop = 0.0
 
+    def _dropping_weights(self):
+        return self.training and self.weight_drop > 0
+
     def _weights(self):
         """This call's weights: torch.nn's, with each ``weight_hh`` dropped in training by
         ``weight_drop`` (DropConnect: one mask per weight and call, scaled by 1 / (1 - p); the
         gradients reach the raw weight)."""
-        if not (self.training and self.weight_drop > 0):
+        if not self._dropping_weights():
             return self._flat_weights
         return [F.dropout(w, self.weight_drop) if name.startswith("weight_hh") else w
                 for name, w in zip(self._flat_weights_names, self._flat_weights)]
@@ -359,6 +380,9 @@ class LSTM(_Options, _LSTMStates, nn.LSTM):
         return (self.peephole or self.cell_clip is not None or self.zoneout > 0
                 or self.cell_zoneout > 0 or self.recurrent_dropout > 0)
 
+    def _lean_cell(self):
+        return None if self._extended() or self._dropping_weights() else "lstm"
+
     def _peephole_names(self):
         if not self.peephole:
             return []
@@ -404,6 +428,9 @@ class GRU(_Options, _Recurrent, nn.GRU):
     def _extended(self):
         return self.zoneout > 0 or self.recurrent_dropout > 0
 
+    def _lean_cell(self):
+        return None if self._extended() or self._dropping_weights() else "gru"
+
     def _run(self, input, hx, batch_sizes):
         weights = self._weights()
         if not self._extended():
@@ -424,6 +451,9 @@ class RNN(_Recurrent, nn.RNN):
 
     def _input_dims_message(self, input):
         return f"RNN: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
+
+    def _lean_cell(self):
+        return "rnn_relu" if self.mode == "RNN_RELU" else "rnn_tanh"
 
     def _run(self, input, hx, batch_sizes):
         # The mode fixed at construction, as torch.nn's: a later change of self.nonlinearity

@@ -218,6 +218,99 @@ def test_layer_matches_torch_nn(case, make_pair, assert_close):
 
 
 # ---------------------------------------------------------------------------------------------
+# The lean path (csrc/python_forward.cpp): a plain call runs in one call into C++, and any other
+# gets None from it and runs the modules' Python path.
+
+
+def _lean(module, x, hx=None):
+    return rnnkernels._C._forward(module, module._lean_cell(), x, hx)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in LAYER_CASES
+                                  if not c.packed])
+def test_lean_path_gives_the_python_paths_results(case, make_pair, monkeypatch):
+    """Every padded and unbatched case of the parity test takes the lean path, with results and
+    gradients bit for bit those of the Python path."""
+    _, ours = _build(case, make_pair)
+    x, states = _inputs(case)
+    hx = None
+    if case.initial_state:
+        hx = tuple(states.values()) if case.kind == "lstm" else states["h0"]
+    assert _lean(ours, x, hx) is not None
+    lean = ours(x, hx)
+    with monkeypatch.context() as patch:
+        patch.setattr(ours, "_lean_cell", lambda: None)
+        python = ours(x, hx)
+    leaves = {"input": x, **(states if case.initial_state else {}),
+              **dict(ours.named_parameters())}
+    weights = _loss_weights(_flat(*python))
+    for got, want in zip(_flat(*lean), _flat(*python)):
+        assert got.shape == want.shape and torch.equal(got, want)
+    lean_grads = _weighted_grads(_flat(*lean), weights, leaves)
+    python_grads = _weighted_grads(_flat(*python), weights, leaves)
+    for name in leaves:
+        assert torch.equal(lean_grads[name], python_grads[name]), name
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+class _PassThrough(torch.overrides.TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lean_path_leaves_other_calls_to_the_python_path(kind, make_pair):
+    """The lean path declines, for the Python path to run or reject as torch.nn does: packed
+    input, tensor subclasses, wrong dimensions, sizes, dtypes or state shapes, an empty batch,
+    autocast, a torch function mode, a JIT trace, and a weight swapped in since _flat_weights
+    was listed (as torch.func.functional_call does)."""
+    name, extra = LAYERS[kind]
+    _, module = make_pair(name, 5, 7, **extra)
+    x = torch.randn(4, 3, 5)
+    states = (torch.zeros(1, 3, 7), torch.zeros(1, 3, 7)) if kind == "lstm" else torch.zeros(1, 3, 7)
+    assert _lean(module, x) is not None and _lean(module, x, states) is not None
+    wrong_state = torch.zeros(1, 2, 7)
+    declined = [
+        (pack_padded_sequence(x, [4, 3, 2]), None),
+        (x.as_subclass(_Subclass), None),
+        (x[0, 0], None),
+        (x.unsqueeze(0), None),
+        (torch.randn(4, 3, 6), None),
+        (x.double(), None),
+        (torch.randn(4, 0, 5), None),
+        (x, (wrong_state, wrong_state) if kind == "lstm" else wrong_state),
+        (x, (states[0].double(), states[1]) if kind == "lstm" else states.double()),
+    ]
+    if kind == "lstm":
+        declined.append((x, list(states)))
+    for args in declined:
+        assert _lean(module, *args) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _lean(module, x) is None
+    with _PassThrough():
+        assert _lean(module, x) is None
+    traced = []
+    torch.jit.trace(lambda t: traced.append(_lean(module, t)) or t, x, check_trace=False)
+    assert traced == [None]
+    module._parameters["weight_hh_l0"] = nn.Parameter(module.weight_hh_l0.detach().clone())
+    assert _lean(module, x) is None
+
+
+def test_lean_path_is_off_with_the_options():
+    """LSTM's and GRU's options run their own cells, outside the lean path; weight drop only in
+    training, where it drops."""
+    assert rnnkernels.LSTM(3, 4, peephole=True)._lean_cell() is None
+    assert rnnkernels.GRU(3, 4, zoneout=0.1)._lean_cell() is None
+    layer = rnnkernels.LSTM(3, 4, weight_drop=0.5)
+    assert layer._lean_cell() is None
+    assert layer.eval()._lean_cell() == "lstm"
+    assert rnnkernels.IndRNN(3, 4)._lean_cell() is None
+
+
+# ---------------------------------------------------------------------------------------------
 # Cells
 
 
