@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -308,9 +309,15 @@ at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
               "onednn_small_addmm: expected float32 matrices");
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
-  at::Tensor out = bias.defined() ? bias.expand({m, n}).contiguous()
-                                  : at::empty({m, n}, a.options());
+  at::Tensor out = at::empty({m, n}, a.options());
   if (m == 0 || n == 0) return out;
+  if (bias.defined()) {
+    // The bias in every row, for the GEMM to add to (beta 1).
+    const at::Tensor row = bias.contiguous();
+    for (int64_t i = 0; i < m; ++i) {
+      std::memcpy(out.data_ptr<float>() + i * n, row.data_ptr<float>(), n * sizeof(float));
+    }
+  }
   if (k == 0) return bias.defined() ? out : out.zero_();
   const Operand lhs = operand(a), rhs = operand(b);
   sgemm(lhs.trans, rhs.trans, m, n, k, lhs.tensor.data_ptr<float>(), lhs.ld,

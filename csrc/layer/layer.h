@@ -78,9 +78,12 @@ at::Tensor folded_bias(const LayerArgs& args, int64_t hidden) {
   if constexpr (Cell::kBiasFold == BiasFold::kAllButHiddenLastGate) {
     if (!args.b_hh().has_value()) return sum_biases(args.b_ih(), std::nullopt);
     const int64_t kept = (Cell::kGates - 1) * hidden;
-    const at::Tensor b_hh = at::cat({args.b_hh()->narrow(0, 0, kept),
-                                     at::zeros({hidden}, args.b_hh()->options())});
-    return sum_biases(args.b_ih(), b_hh);
+    const at::Tensor folded = args.b_hh()->narrow(0, 0, kept);
+    if (!args.b_ih().has_value()) {
+      return at::cat({folded, at::zeros({hidden}, folded.options())});
+    }
+    const at::Tensor& b_ih = *args.b_ih();
+    return at::cat({b_ih.narrow(0, 0, kept) + folded, b_ih.narrow(0, kept, hidden)});
   } else if constexpr (Cell::kBiasFold == BiasFold::kAll) {
     return sum_biases(args.b_ih(), args.b_hh());
   } else {
@@ -239,6 +242,22 @@ class RecurrentMask {
   at::Tensor mask_, scratch_;
 };
 
+// New buffers holding `tensors` (contiguous, as the checks require), copied by the backend:
+// cloning each through ATen costs a single step more than its own work.
+template <typename Backend>
+std::vector<at::Tensor> copies(const std::vector<at::Tensor>& tensors) {
+  std::vector<at::Tensor> out;
+  out.reserve(tensors.size());
+  for (const at::Tensor& t : tensors) {
+    out.push_back(at::empty(t.sizes(), t.options()));
+    if (t.numel() > 0) {
+      Backend::copy(static_cast<char*>(out.back().data_ptr()),
+                    static_cast<const char*>(t.data_ptr()), static_cast<int64_t>(t.nbytes()));
+    }
+  }
+  return out;
+}
+
 template <typename Cell>
 constexpr bool has_projection() {
   for (const ParamSpec& param : Cell::kParams) {
@@ -278,8 +297,8 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
       Backend::addmm(folded_bias<Cell>(args, H), args.input, args.w_ih().t());  // [N, G*H]
   const StepInputs inputs = step_inputs<Cell>(args, H);
   at::Tensor output = Backend::empty({s.rows, s.state}, options);
-  std::vector<at::Tensor> states;  // [B, width] each, the initial states' copies; end as finals
-  for (const at::Tensor& initial : args.states) states.push_back(initial.clone());
+  // [B, width] each, the initial states' copies; end as finals
+  std::vector<at::Tensor> states = copies<Backend>(args.states);
   at::Tensor hidden_gates = dense ? at::empty({s.batch, G * H}, options) : at::Tensor();
   at::Tensor reserve = R > 0 ? Backend::empty({train ? s.rows : 0, R * H}, options)
                              : at::empty({0}, options);
@@ -370,8 +389,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   at::Tensor grad_hidden_gates =
       Cell::kSeparateHiddenGrad ? Backend::empty({s.rows, G * H}, options) : grad_input_gates;
   at::Tensor h_prev = Backend::empty({s.rows, s.state}, options);  // h_{t-1} of every row
-  std::vector<at::Tensor> grads;  // [B, width] carried dL/d state, ending as the initial's
-  for (const at::Tensor& g : grad_states) grads.push_back(g.clone());
+  // [B, width] carried dL/d state, ending as the initial's
+  std::vector<at::Tensor> grads = copies<Backend>(grad_states);
   // Each batch row's part of dL/d a per-layer input that is a param (w_hh without a dense
   // recurrence, a kStepParam), added to step after step and summed over the rows at the end.
   std::vector<at::Tensor> input_grads(inputs.tensors.size());
