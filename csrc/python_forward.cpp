@@ -1,5 +1,5 @@
 // The lean path of the LSTM, GRU and RNN modules' forward (rnnkernels/modules.py,
-// _Recurrent._lean_forward). A plain call (tensors that are no subclass, torch.nn's argument
+// _Recurrent.forward). A plain call (tensors that are no subclass, torch.nn's argument
 // checks passing, no autocast, no JIT trace, no torch function mode) runs from here, in one
 // crossing from Python: torch.nn's checks, the zero states, unbatched input's views and the
 // multi-layer operator rnnkernels::stacked, called through the dispatcher so that autograd and

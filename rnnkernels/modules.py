@@ -123,24 +123,20 @@ class _Recurrent(nn.RNNBase):
         return False
 
     def _lean_cell(self):
-        """The cell of this call's lean path (``_lean_forward``), or None: it has none."""
+        """The cell of this call's lean path (see forward), or None: it has none."""
         return None
 
-    def _lean_forward(self, input, hx):
-        """The call in one crossing into C++ (csrc/python_forward.cpp), where it is a plain one:
-        the module's own layer (``_lean_cell``), outside torch.compile and torch.export, with
-        tensor arguments that torch.nn's checks pass. Returns forward's result, or None: then
-        forward's Python path runs the call (and raises torch.nn's errors). A single step's
-        call costs a third as much this way (docs/DESIGN.md, "The lean path")."""
-        cell = self._lean_cell()
-        if cell is None or torch.compiler.is_compiling():
-            return None
-        return _C._forward(self, cell, input, hx)
-
     def forward(self, input, hx=None):
-        result = self._lean_forward(input, hx)
-        if result is not None:
-            return result
+        # The lean path: a plain call (the module's own layer, ``_lean_cell``, outside
+        # torch.compile and torch.export, with tensor arguments that torch.nn's checks pass) in
+        # one crossing into C++, csrc/python_forward.cpp; None back for any other call, which
+        # the Python path below runs (and rejects with torch.nn's errors). A single step's call
+        # costs half as much this way (docs/DESIGN.md, "The lean path").
+        cell = self._lean_cell()
+        if cell is not None and not torch.compiler.is_compiling():
+            result = _C._forward(self, cell, input, hx)
+            if result is not None:
+                return result
         if _exporting_to_onnx() and not self._onnx_has_no_operator():
             return super().forward(input, hx)
         self._update_flat_weights()
