@@ -14,6 +14,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -67,28 +68,20 @@ std::optional<std::vector<at::Tensor>> initial_states(
   return states;
 }
 
-// The names of the module's attributes that the lean path reads, as dictionary keys made once
-// (PyDict_GetItemString would make and hash a string object on every lookup).
-struct Names {
-  PyObject* const input_size = PyUnicode_InternFromString("input_size");
-  PyObject* const hidden_size = PyUnicode_InternFromString("hidden_size");
-  PyObject* const proj_size = PyUnicode_InternFromString("proj_size");
-  PyObject* const num_layers = PyUnicode_InternFromString("num_layers");
-  PyObject* const bias = PyUnicode_InternFromString("bias");
-  PyObject* const bidirectional = PyUnicode_InternFromString("bidirectional");
-  PyObject* const batch_first = PyUnicode_InternFromString("batch_first");
-  PyObject* const training = PyUnicode_InternFromString("training");
-  PyObject* const dropout = PyUnicode_InternFromString("dropout");
-  PyObject* const flat_weights = PyUnicode_InternFromString("_flat_weights");
-  PyObject* const parameters = PyUnicode_InternFromString("_parameters");
-  PyObject* const flat_weight_refs = PyUnicode_InternFromString("_flat_weight_refs");
-  PyObject* const flat_weights_names = PyUnicode_InternFromString("_flat_weights_names");
-
-  static const Names& get() {
-    static const Names names;
-    return names;
-  }
+// A string literal as a template argument, for key<"name">() (converted implicitly from it).
+template <size_t N>
+struct Literal {
+  constexpr Literal(const char (&text)[N]) { std::copy_n(text, N, chars); }
+  char chars[N];
 };
+
+// `name` as a dictionary key, made once per name (PyDict_GetItemString would make and hash a
+// string object on every lookup).
+template <Literal name>
+PyObject* key() {
+  static PyObject* const interned = PyUnicode_InternFromString(name.chars);
+  return interned;
+}
 
 // The module's attributes that its forward reads, from its instance dictionary, where
 // nn.Module keeps plain attributes: a dictionary lookup each, where getattr would first search
@@ -108,7 +101,6 @@ struct Attributes {
       PyErr_Clear();
       return std::nullopt;
     }
-    const Names& names = Names::get();
     const auto get = [&](PyObject* name) { return PyDict_GetItem(dict.ptr(), name); };
     const auto integer = [&](PyObject* name, int64_t& out) {
       PyObject* value = get(name);
@@ -123,13 +115,14 @@ struct Attributes {
       return true;
     };
     Attributes a;
-    PyObject* dropout = get(names.dropout);
-    PyObject* flat_weights = get(names.flat_weights);
-    if (!integer(names.input_size, a.input_size) ||
-        !integer(names.hidden_size, a.hidden_size) || !integer(names.proj_size, a.proj_size) ||
-        !integer(names.num_layers, a.num_layers) || !flag(names.bias, a.bias) ||
-        !flag(names.bidirectional, a.bidirectional) || !flag(names.batch_first, a.batch_first) ||
-        !flag(names.training, a.training) ||
+    PyObject* dropout = get(key<"dropout">());
+    PyObject* flat_weights = get(key<"_flat_weights">());
+    if (!integer(key<"input_size">(), a.input_size) ||
+        !integer(key<"hidden_size">(), a.hidden_size) ||
+        !integer(key<"proj_size">(), a.proj_size) ||
+        !integer(key<"num_layers">(), a.num_layers) || !flag(key<"bias">(), a.bias) ||
+        !flag(key<"bidirectional">(), a.bidirectional) ||
+        !flag(key<"batch_first">(), a.batch_first) || !flag(key<"training">(), a.training) ||
         dropout == nullptr || !PyFloat_CheckExact(dropout) || flat_weights == nullptr ||
         !PyList_CheckExact(flat_weights)) {
       return std::nullopt;
@@ -144,9 +137,9 @@ struct Attributes {
   // (torch.func.functional_call swaps them): true where each is still the parameter of its
   // name. False also where one is no plain parameter (a parametrization's property, say).
   static bool weights_unchanged(PyObject* dict) {
-    PyObject* parameters = PyDict_GetItem(dict, Names::get().parameters);
-    PyObject* refs = PyDict_GetItem(dict, Names::get().flat_weight_refs);
-    PyObject* names = PyDict_GetItem(dict, Names::get().flat_weights_names);
+    PyObject* parameters = PyDict_GetItem(dict, key<"_parameters">());
+    PyObject* refs = PyDict_GetItem(dict, key<"_flat_weight_refs">());
+    PyObject* names = PyDict_GetItem(dict, key<"_flat_weights_names">());
     if (parameters == nullptr || refs == nullptr || names == nullptr ||
         !PyDict_Check(parameters) || !PyList_Check(refs) || !PyList_Check(names) ||
         PyList_GET_SIZE(refs) != PyList_GET_SIZE(names)) {
