@@ -53,6 +53,43 @@ def test_memory_stays_bounded_over_thousands_of_lengths():
     assert growth < 64, f"resident memory grew {growth:.0f} MiB"
 
 
+# A forward and backward of each layer under saved-tensor hooks written in Python, on a batch the
+# CPU splits across two threads, against torch.nn's under the same hooks; prints the largest
+# difference of the results and of the gradients.
+_SAVED_HOOKS_SCRIPT = textwrap.dedent("""
+    import torch, rnnkernels
+    torch.set_num_threads(2)
+    packed = []
+    def pack(t):
+        packed.append(t.shape)
+        return t
+    def results(lib, name):
+        torch.manual_seed(0)
+        layer = getattr(lib, name)(32, 32, bidirectional=True)
+        x = torch.randn(5, 8, 32, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            output = layer(x)[0]
+        output.square().sum().backward()
+        return [output, x.grad, *(p.grad for p in layer.parameters())]
+    worst = 0.0
+    for name in ("LSTM", "GRU", "RNN"):
+        for a, b in zip(results(rnnkernels, name), results(torch.nn, name)):
+            worst = max(worst, (a - b).abs().max().item())
+    print(len(packed) > 0, worst)
+""")
+
+
+def test_saved_tensor_hooks_around_a_batch_split_across_threads():
+    """Hooks in Python (as activation offloading, torch.autograd.graph.save_on_cpu, installs)
+    around a layer whose batch the CPU splits across threads. The threads once copied the whole
+    thread-local state, the hooks' Python objects included, which needs the GIL that the calling
+    thread holds while it waits for them: a hang. In a process of its own, under a timeout."""
+    result = subprocess.run([sys.executable, "-c", _SAVED_HOOKS_SCRIPT], check=True,
+                            capture_output=True, text=True, timeout=300)
+    hooked, worst = result.stdout.split()
+    assert hooked == "True" and float(worst) < 1e-4
+
+
 @pytest.mark.parametrize("capacity", ["0", "many", "-3"])
 def test_invalid_primitive_cache_capacity_is_named(capacity):
     script = ("import torch, rnnkernels\n"

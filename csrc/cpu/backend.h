@@ -6,7 +6,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
+#include <c10/core/AutogradState.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
 #include <cstring>
@@ -27,6 +28,21 @@
 #endif
 
 namespace rnnkernels {
+
+// Sets this thread's autograd state (grad mode, inference mode) for its lifetime.
+class AutogradStateGuard {
+ public:
+  explicit AutogradStateGuard(const c10::AutogradState& state)
+      : previous_(c10::AutogradState::get_tls_state()) {
+    c10::AutogradState::set_tls_state(state);
+  }
+  ~AutogradStateGuard() { c10::AutogradState::set_tls_state(previous_); }
+  AutogradStateGuard(const AutogradStateGuard&) = delete;
+  AutogradStateGuard& operator=(const AutogradStateGuard&) = delete;
+
+ private:
+  c10::AutogradState previous_;
+};
 
 template <typename T>
 struct CPURecurrentGemm {
@@ -206,10 +222,15 @@ struct CPUBackend {
       body(0, batch);
       return;
     }
-    // The caller's thread-local state (below autograd, grad mode...) for the ATen calls in body.
-    const at::ThreadLocalState state;
+    // What the ATen calls in body need of the caller's thread-local state: its dispatch keys
+    // (below autograd) and grad mode. Not all of it: at::ThreadLocalState holds the Python
+    // objects of saved-tensor hooks, which a worker thread cannot copy without the GIL that the
+    // caller holds while it waits here.
+    const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
+    const c10::AutogradState autograd = c10::AutogradState::get_tls_state();
     at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
-      const at::ThreadLocalStateGuard guard(state);
+      const c10::impl::ForceDispatchKeyGuard key_guard(keys);
+      const AutogradStateGuard autograd_guard(autograd);
 #ifdef _OPENMP
       // Regions nested in this one get a single thread anyway. Saying so (this thread's own
       // setting, for the rest of this region) lets oneDNN plan its GEMMs for one thread and run
