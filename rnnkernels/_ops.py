@@ -8,6 +8,7 @@ Shapes (see csrc/ops/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [
 [G*H]``, then the cell's own (``w_hr [P, H]``).
 """
 
+import math
 import warnings
 
 import torch
@@ -88,10 +89,12 @@ def _layer_fake(cell, input, batch_sizes, states, params, scalars, reverse, trai
     hidden = params[1].shape[0] // info["gates"]
     projection = info["projection"]
     projected = projection >= 0 and params[projection] is not None
-    rows = input.shape[0]
+    # Rows [N, I] or a padded [T, B, I], whose output is [T, B, *] (csrc/ops/layer_kernels.h).
+    leading = tuple(input.shape[:-1])
+    rows = math.prod(leading)
     reserve = (input.new_empty((rows if train else 0, info["reserve"] * hidden))
                if info["reserve"] else input.new_empty((0,)))
-    output = input.new_empty((rows, params[projection].shape[0] if projected else hidden))
+    output = input.new_empty((*leading, params[projection].shape[0] if projected else hidden))
     return output, [s.new_empty(s.shape) for s in states], reserve
 
 

@@ -90,6 +90,63 @@ def test_opcheck_generic_operators(cell, projected, reverse, layer_checks):
     layer_checks.opcheck_layer(cell, *make_args(cell, projected, torch.float32), reverse)
 
 
+@pytest.mark.parametrize("cell, projected, reverse", CASES)
+def test_padded_input_and_layered_states_are_the_rows_form(cell, projected, reverse,
+                                                           layer_checks):
+    """Input as [T, B, I] (batch_sizes T entries of B) and states as [1, B, *], as the multi-layer
+    operators pass a single layer's: the rows form's results in that layout, forward and
+    backward, none of them a view (which autograd would forbid changing in place); opcheck."""
+    steps, batch = 3, 4
+    sizes = ((batch,) * steps, INPUT, HIDDEN, PROJ)
+    input, batch_sizes, states, params = make_args(cell, projected, sizes=sizes)
+    padded, layered = input.view(steps, batch, INPUT), [s.unsqueeze(0) for s in states]
+    want = ops.layer(cell, input, batch_sizes, states, params, [], reverse, True)
+    got = ops.layer(cell, padded, batch_sizes, layered, params, [], reverse, True)
+    assert got[0].shape == (steps, batch, want[0].shape[1])
+    assert torch.equal(got[0].flatten(0, 1), want[0]) and torch.equal(got[2], want[2])
+    assert [f.shape for f in got[1]] == [(1, *w.shape) for w in want[1]]
+    assert all(torch.equal(f[0], w) for f, w in zip(got[1], want[1]))
+    assert not any(t._is_view() for t in [got[0], *got[1]])
+
+    gen = torch.Generator().manual_seed(1)
+    grad_output, *grad_finals = (torch.randn(t.shape, generator=gen, dtype=t.dtype)
+                                 for t in [want[0], *want[1]])
+    want_grads = ops.layer_backward(cell, grad_output, grad_finals, input, batch_sizes, states,
+                                    params, [], want[0], want[2], reverse)
+    got_grads = ops.layer_backward(cell, grad_output.view(got[0].shape),
+                                   [g.unsqueeze(0) for g in grad_finals], padded, batch_sizes,
+                                   layered, params, [], got[0], got[2], reverse)
+    assert torch.equal(got_grads[0], want_grads[0].view(padded.shape))
+    assert all(torch.equal(g, w.unsqueeze(0)) for g, w in zip(got_grads[1], want_grads[1]))
+    assert all(torch.equal(g, w) for g, w in zip(got_grads[2], want_grads[2]))
+    assert not any(t._is_view() for t in [got_grads[0], *got_grads[1]])
+
+    input, batch_sizes, states, params = make_args(cell, projected, torch.float32, sizes=sizes)
+    layer_checks.opcheck_layer(cell, input.view(steps, batch, INPUT), batch_sizes,
+                               [s.unsqueeze(0) for s in states], params, reverse)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padded_layout_gradcheck_and_gradgradcheck(cell):
+    """float64 through autograd in the padded layout; gradgradcheck differentiates the C++
+    recomputation (csrc/layer/differentiable.h), which gives its results in that layout too."""
+    input, batch_sizes, states, params = make_args(cell, projected=cell == "lstm",
+                                                   sizes=((2, 2), 2, 2, 1))
+    tensors = [input.view(2, 2, 2), *[s.unsqueeze(0) for s in states], *params]
+    leaves = [t.clone().requires_grad_() for t in tensors if t is not None]
+
+    def forward(*values):
+        values = iter(values)
+        x = next(values)
+        s = [next(values) for _ in states]
+        p = [next(values) if t is not None else None for t in params]
+        output, finals, _reserve = ops.layer(cell, x, batch_sizes, s, p, [], False, True)
+        return output, *finals
+
+    assert torch.autograd.gradcheck(forward, leaves)
+    assert torch.autograd.gradgradcheck(forward, leaves)
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_stacked_is_the_per_cell_multi_layer_operator(cell):
     gates = CELLS[cell]

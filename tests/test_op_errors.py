@@ -111,11 +111,15 @@ def _meta(name, tensor):
 
 
 def _extra_dim(name, tensor):
-    if name in ("input", "batch_sizes"):
-        return tensor.unsqueeze(0), f"expected {name} to be {tensor.dim()}-D"
+    """One dim too many: leading for the weights, trailing for the rest, since input [T, B, I]
+    and states [1, B, *] are layouts the operators take (csrc/ops/layer_kernels.h)."""
+    if name == "input":
+        return tensor[None, None], "expected input to be 2-D"
+    if name == "batch_sizes":
+        return tensor.unsqueeze(0), "expected batch_sizes to be 1-D"
     if name in ("w_hh", "w_hr"):
         return tensor.unsqueeze(0), f"expected {name} to be 2-D"
-    return tensor.unsqueeze(0), f"expected {name} of shape"
+    return tensor.unsqueeze(-1), f"expected {name} of shape"
 
 
 def _wrong_size(name, tensor):

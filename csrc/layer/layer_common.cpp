@@ -74,7 +74,9 @@ LayerShape check_layer_args(const std::string& op, const CellSignature& cell,
                                      {"w_hh", &w_hh}}) {
     check_defined(op, name, *tensor);
   }
-  TORCH_CHECK(input.dim() == 2, op, ": expected input to be 2-D [rows, input_size], got ",
+  TORCH_CHECK(input.dim() == 2, op,
+              ": expected input to be 2-D [rows, input_size] or contiguous 3-D [steps, batch, "
+              "input_size], got ",
               input.dim(), "-D");
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||

@@ -68,15 +68,17 @@ at::Tensor grad_or_zeros(const at::Tensor& grad, const at::Tensor& output) {
 
 // With create_graph=True: the gradients of `wrt` (those that require grad; undefined for the
 // rest) through the layer recomputed in ATen operations, themselves differentiable.
-variable_list differentiable_grads(c10::string_view cell, const LayerArgs& args,
-                                   const variable_list& grads, const variable_list& wrt) {
+variable_list differentiable_grads(c10::string_view cell, const Layout& layout,
+                                   const LayerArgs& args, const variable_list& grads,
+                                   const variable_list& wrt) {
   std::pair<at::Tensor, std::vector<at::Tensor>> recomputed;
   visit_cell<Cells>(cell, [&](auto tag) {
     recomputed = differentiable_layer<typename decltype(tag)::type>(args);
   });
-  variable_list outputs{recomputed.first}, output_grads{grads[0]};
-  for (size_t j = 0; j < recomputed.second.size(); ++j) {
-    outputs.push_back(recomputed.second[j]);
+  const std::vector<at::Tensor> finals = layout.layered(std::move(recomputed.second));
+  variable_list outputs{layout.padded(recomputed.first)}, output_grads{grads[0]};
+  for (size_t j = 0; j < finals.size(); ++j) {
+    outputs.push_back(finals[j]);
     output_grads.push_back(grads[j + 1]);
   }
   variable_list wanted;
@@ -142,9 +144,11 @@ struct LayerFunction : torch::autograd::Function<LayerFunction> {
     }
     variable_list found;
     if (at::GradMode::is_enabled()) {
-      found = differentiable_grads(
-          cell, layer_args(saved.input, saved.batch_sizes, saved.states, params, scalars, reverse),
-          grads, wrt);
+      const Layout layout(saved.input, saved.states);
+      found = differentiable_grads(cell, layout,
+                                   layer_args(layout, saved.input, saved.batch_sizes,
+                                              saved.states, params, scalars, reverse),
+                                   grads, wrt);
     } else {
       // layer_backward has no autograd kernel of its own: skipping that key spares its boxed
       // fallback, a cost on every call of a small layer.

@@ -91,28 +91,26 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at
   TORCH_CHECK(per_layer >= common && per_layer <= common + own, stack.op, ": expected ",
               layers * common, " weights (", common, " per layer and direction), got ", count);
   const bool packed = packed_batch_sizes.has_value();
-  at::Tensor rows, batch_sizes;
-  c10::SymInt steps, batch;
+  at::Tensor batch_sizes;
   if (packed) {
-    rows = input;
     batch_sizes = *packed_batch_sizes;
   } else {
     TORCH_CHECK(input.dim() == 3, stack.op,
                 ": expected input to be 3-D (sequence, batch, features) without batch_sizes, got ",
                 input.dim(), "-D");
     if (stack.batch_first) input = input.transpose(0, 1);
-    steps = input.sym_size(0);
-    batch = input.sym_size(1);
+    const c10::SymInt steps = input.sym_size(0), batch = input.sym_size(1);
     TORCH_CHECK(steps != 0, "Expected sequence length to be larger than 0 in RNN");
     if (batch == 0) return empty_batch(stack, input, states, weights);
-    rows = input.reshape_symint({steps * batch, input.sym_size(2)});
     batch_sizes = at::full_symint({steps}, c10::Scalar(batch), at::kLong);
   }
 
+  // The layer operator takes packed rows or the padded [T, B, I] as they are, and one layer's
+  // states [1, B, *] whole, so that a single layer records no view for autograd to walk.
   const bool train = needs_grad(input, states, weights);
   for (at::Tensor& s : states) s = s.contiguous();
   std::vector<Tensors> finals(states.size());
-  at::Tensor layer_input = rows.contiguous();
+  at::Tensor layer_input = input.contiguous();
   for (int64_t l = 0; l < stack.num_layers; ++l) {
     Tensors outputs;
     for (int64_t d = 0; d < directions; ++d) {
@@ -129,13 +127,13 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at
         params.push_back(present ? OptionalTensor(weight(i)) : std::nullopt);
       }
       Tensors layer_states;
-      for (const at::Tensor& s : states) layer_states.push_back(s[index]);
+      for (const at::Tensor& s : states) layer_states.push_back(layers == 1 ? s : s[index]);
       auto [out, new_states, reserve] = ops::layer(cell, layer_input, batch_sizes, layer_states,
                                                    params, scalars, d == 1, train);
       outputs.push_back(std::move(out));
       for (size_t i = 0; i < new_states.size(); ++i) finals[i].push_back(std::move(new_states[i]));
     }
-    layer_input = directions == 1 ? outputs[0] : at::cat(outputs, 1);
+    layer_input = directions == 1 ? outputs[0] : at::cat(outputs, -1);
     // As torch.nn: any nonzero p is handed to at::dropout, which rejects one outside [0, 1].
     if (stack.dropout != 0 && stack.train && l + 1 < stack.num_layers) {
       layer_input = at::dropout(layer_input, stack.dropout, /*train=*/true);
@@ -143,12 +141,9 @@ std::pair<at::Tensor, Tensors> run(const Stack& stack, c10::string_view cell, at
   }
 
   Tensors stacked;
-  for (const Tensors& f : finals) stacked.push_back(f.size() == 1 ? f[0].unsqueeze(0) : at::stack(f));
+  for (const Tensors& f : finals) stacked.push_back(layers == 1 ? f[0] : at::stack(f));
   at::Tensor output = layer_input;
-  if (!packed) {
-    output = output.view_symint({steps, batch, output.sym_size(1)});
-    if (stack.batch_first) output = output.transpose(0, 1);
-  }
+  if (!packed && stack.batch_first) output = output.transpose(0, 1);
   return {output, stacked};
 }
 

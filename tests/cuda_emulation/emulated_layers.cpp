@@ -63,12 +63,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> test_differentiable_layer(
     c10::string_view cell, const at::Tensor& input, const at::Tensor& batch_sizes,
     at::TensorList states, const c10::List<OptionalTensor>& params,
     at::ArrayRef<double> scalars, bool reverse) {
-  const LayerArgs args = layer_args(input, batch_sizes, states, params, scalars, reverse);
+  const Layout layout(input, states);
+  const LayerArgs args = layer_args(layout, input, batch_sizes, states, params, scalars, reverse);
   std::pair<at::Tensor, std::vector<at::Tensor>> out;
   visit_cell<TestCells>(cell, [&](auto tag) {
     out = differentiable_layer<typename decltype(tag)::type>(args);
   });
-  return {out.first, out.second};
+  return {layout.padded(out.first), layout.layered(std::move(out.second))};
 }
 
 }  // namespace
