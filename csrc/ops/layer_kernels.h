@@ -60,7 +60,8 @@ class Layout {
   }
   std::vector<at::Tensor> layered(std::vector<at::Tensor> states) const {
     for (size_t j = 0; j < states.size(); ++j) {
-      if (layered_[j]) states[j] = at::_unsafe_view(states[j], {1, states[j].size(0), states[j].size(1)});
+      const at::Tensor& s = states[j];
+      if (layered_[j]) states[j] = at::_unsafe_view(s, {1, s.size(0), s.size(1)});
     }
     return states;
   }
