@@ -36,6 +36,21 @@ def make_args(cell, projected=False, dtype=torch.float64,
     return randn(sum(batch_sizes), input_size), torch.tensor(batch_sizes), states, params
 
 
+def layer_of_tensors(cell, batch_sizes, states, params, reverse):
+    """The generic layer as a function of its tensors alone, for gradcheck: input, then as many
+    states as ``states``, then a tensor for each param of ``params`` that is not None."""
+
+    def forward(*tensors):
+        values = iter(tensors)
+        x = next(values)
+        s = [next(values) for _ in states]
+        p = [next(values) if t is not None else None for t in params]
+        output, finals, _reserve = ops.layer(cell, x, batch_sizes, s, p, [], reverse, True)
+        return output, *finals
+
+    return forward
+
+
 def named_forward(cell, input, batch_sizes, states, params, reverse, train):
     """The per-cell operator's call, results as the generic one gives them."""
     if cell == "lstm":
@@ -134,15 +149,7 @@ def test_padded_layout_gradcheck_and_gradgradcheck(cell):
                                                    sizes=((2, 2), 2, 2, 1))
     tensors = [input.view(2, 2, 2), *[s.unsqueeze(0) for s in states], *params]
     leaves = [t.clone().requires_grad_() for t in tensors if t is not None]
-
-    def forward(*values):
-        values = iter(values)
-        x = next(values)
-        s = [next(values) for _ in states]
-        p = [next(values) if t is not None else None for t in params]
-        output, finals, _reserve = ops.layer(cell, x, batch_sizes, s, p, [], False, True)
-        return output, *finals
-
+    forward = layer_of_tensors(cell, batch_sizes, states, params, reverse=False)
     assert torch.autograd.gradcheck(forward, leaves)
     assert torch.autograd.gradgradcheck(forward, leaves)
 
@@ -217,13 +224,5 @@ def test_double_backward_runs_in_cpp(cell, monkeypatch):
     input, batch_sizes, states, params = make_args(cell, projected=cell == "lstm",
                                                    sizes=((2, 1, 1), 2, 2, 1))
     leaves = [t.requires_grad_() for t in [input, *states, *params] if t is not None]
-
-    def forward(*tensors):
-        values = iter(tensors)
-        x = next(values)
-        s = [next(values) for _ in states]
-        p = [next(values) if t is not None else None for t in params]
-        output, finals, _reserve = ops.layer(cell, x, batch_sizes, s, p, [], True, True)
-        return output, *finals
-
+    forward = layer_of_tensors(cell, batch_sizes, states, params, reverse=True)
     assert torch.autograd.gradgradcheck(forward, leaves)
