@@ -3,9 +3,10 @@ their CPU/CUDA kernels and their autograd, double backward included, csrc/ops/au
 registers the fake kernels of the generic layer operators (for torch.compile and torch.export);
 every other operator is a composite of those.
 
-Shapes (see csrc/ops/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]``, states
-``h0 [B, P]``, ``c0 [B, H]``; params ``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh
-[G*H]``, then the cell's own (``w_hr [P, H]``).
+Shapes (see csrc/ops/ops.cpp): input ``[N, I]`` packed rows with ``batch_sizes [T]`` (or a
+padded ``[T, B, I]``), states ``h0 [B, P]``, ``c0 [B, H]`` (or ``[1, B, *]``); params
+``w_ih [G*H, I]``, ``w_hh [G*H, P]``, ``b_ih``/``b_hh [G*H]``, then the cell's own
+(``w_hr [P, H]``).
 """
 
 import math

@@ -6,8 +6,10 @@
 //
 // The generic operators take the cell by name (csrc/kernels/cell_list.h) and run one direction
 // of one layer over time-major packed rows:
-//   input [N, I] with batch_sizes [T] (int64, CPU, non-increasing, summing to N);
-//   states: the initial states in the cell's order, h0 [B, P] then c0 [B, H] ...;
+//   input [N, I] with batch_sizes [T] (int64, CPU, non-increasing, summing to N), or a padded
+//   [T, B, I] (batch_sizes then T entries of B; the output is [T, B, *]);
+//   states: the initial states in the cell's order, h0 [B, P] then c0 [B, H] ..., each also as
+//   [1, B, *] (the finals then too; csrc/ops/layer_kernels.h, Layout);
 //   params: w_ih [G*H, I], w_hh [G*H, P], b_ih and b_hh [G*H] (None where absent), then the
 //   cell's own (LSTM: w_hr [P, H]); scalars: the cell's (lstm_ext's clip and zoneout
 //   probabilities, gru_ext's zoneout probability; none for the other cells);
