@@ -1,11 +1,13 @@
 // The Python extension module rnnkernels._C. Importing it loads this library and so runs the
 // operator registrations (csrc/ops/, csrc/cpu/, csrc/cuda/); its functions report the build
 // (csrc/build_info.h) and the cells' signatures, which the fake kernels read (rnnkernels/_ops.py),
-// and _forward runs the modules' lean path (csrc/python_forward.cpp).
+// _forward runs the modules' lean path (csrc/python_forward.cpp), and the CPU buffer pool's
+// functions back rnnkernels.empty_cache (csrc/cpu/buffer_pool.h).
 // The LibTorch build (CMakeLists.txt) leaves both files out.
 #include <torch/extension.h>
 
 #include "build_info.h"
+#include "cpu/buffer_pool.h"
 #include "kernels/cell_list.h"
 #include "layer/layer_common.h"
 #include "python_forward.h"
@@ -39,5 +41,8 @@ PYBIND11_MODULE(_C, m) {
     });
     return cells;
   });
+  m.def("_release_pooled_buffers", &rnnkernels::release_pooled_buffers);
+  m.def("_pooled_free_bytes", &rnnkernels::pooled_free_bytes);
+  m.def("_pooled_free_bytes_limit", &rnnkernels::pooled_free_bytes_limit);
   rnnkernels::bind_forward(m);
 }

@@ -96,7 +96,8 @@ def emulated():
         sources=[*(str(EMULATION / name) for name in
                    ("emulated_layers.cpp", "test_cells_cpu.cpp", "test_cells_cu.cpp")),
                  str(ROOT / "csrc" / "layer" / "layer_common.cpp"),
-                 str(ROOT / "csrc" / "cpu" / "native_dot.cpp"), *wrappers],
+                 str(ROOT / "csrc" / "cpu" / "native_dot.cpp"),
+                 str(ROOT / "csrc" / "cpu" / "buffer_pool.cpp"), *wrappers],
         extra_include_paths=[str(EMULATION / "include"), str(ROOT / "csrc"),
                              str(ROOT / "include")],
         extra_cflags=["-O2"],

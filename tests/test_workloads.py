@@ -125,6 +125,89 @@ def test_small_primitive_cache_gives_the_same_results():
 
 
 # ---------------------------------------------------------------------------------------------
+# The CPU buffer pool (csrc/cpu/buffer_pool.h)
+
+def _pooled_lstm_results():
+    """A training step of an LSTM whose buffers are pooled (2 MiB of gates): its results and
+    gradients."""
+    torch.manual_seed(0)
+    lstm = rnnkernels.LSTM(128, 128)
+    x = torch.randn(40, 32, 128, requires_grad=True)
+    out, (h, c) = lstm(x)
+    (out.square().sum() + h.sum() + c.sum()).backward()
+    return [out, h, c, x.grad, *(p.grad for p in lstm.parameters())]
+
+
+@pytest.mark.skipif(rnnkernels._C._pooled_free_bytes_limit() == 0,
+                    reason="RNNKERNELS_CPU_BUFFER_CACHE_BYTES=0 keeps nothing")
+def test_freed_buffers_return_to_the_pool_and_empty_cache_releases_them():
+    rnnkernels.empty_cache()
+    assert rnnkernels._C._pooled_free_bytes() == 0
+    first = _pooled_lstm_results()
+    kept = rnnkernels._C._pooled_free_bytes()
+    assert kept >= 2 << 20  # the gates and their gradient, freed by the end of the step
+    second = _pooled_lstm_results()
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    # The second step's buffers came from the pool: it holds no more than after the first.
+    assert rnnkernels._C._pooled_free_bytes() <= kept + (first[0].nbytes + (2 << 20))
+    del first, second
+    rnnkernels.empty_cache()
+    assert rnnkernels._C._pooled_free_bytes() == 0
+
+
+def test_pooled_output_resizes_as_at_empty_s():
+    """torch.nn's outputs are plain tensors, which resize_ can grow; ours too, with the values
+    kept."""
+    out = rnnkernels.GRU(256, 256)(torch.randn(30, 40, 256))[0].detach()
+    assert out.nbytes >= 1 << 20
+    before = out.clone()
+    out.resize_(60, 40, 256)
+    assert torch.equal(out[:30], before)
+    out.resize_(2, 3, 4)
+    assert torch.equal(out.flatten(), before.flatten()[:24])
+
+
+def test_pooled_allocations_in_the_memory_profiler():
+    """torch.profiler's memory view sees the pooled buffers as it sees torch's own."""
+    lstm = rnnkernels.LSTM(256, 256)
+    x = torch.randn(30, 40, 256)
+    with torch.profiler.profile(profile_memory=True) as profiler:
+        with torch.no_grad():
+            out = lstm(x)[0]
+    layer = [event for event in profiler.key_averages()
+             if event.key == "rnnkernels::layer"]
+    assert layer and layer[0].cpu_memory_usage >= out.nbytes
+
+
+@pytest.mark.parametrize("limit", ["0", "1048576"])
+def test_small_or_no_buffer_pool_gives_the_same_results(limit, tmp_path):
+    script = textwrap.dedent(f"""
+        import torch, rnnkernels, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_workloads import _pooled_lstm_results
+        assert rnnkernels._C._pooled_free_bytes_limit() == {limit}
+        results = _pooled_lstm_results()
+        assert rnnkernels._C._pooled_free_bytes() <= {limit}
+        torch.save(results, {str(tmp_path / "results.pt")!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True,
+                   env={**os.environ, "RNNKERNELS_CPU_BUFFER_CACHE_BYTES": limit})
+    for a, b in zip(torch.load(tmp_path / "results.pt"), _pooled_lstm_results()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("limit", ["-1", "lots"])
+def test_invalid_buffer_cache_bound_is_named(limit):
+    script = ("import torch, rnnkernels\n"
+              "rnnkernels.GRU(256, 256)(torch.randn(40, 32, 256))\n")  # 4 MB of gates
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "RNNKERNELS_CPU_BUFFER_CACHE_BYTES": limit})
+    assert result.returncode != 0
+    assert "RNNKERNELS_CPU_BUFFER_CACHE_BYTES" in result.stderr and limit in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
 # In-place changes to the outputs before the backward
 
 

@@ -20,7 +20,7 @@
 #include "../kernels/params.h"
 #include "../layer/aten_gemm.h"
 #include "../layer/layer.h"
-#include "huge_pages.h"
+#include "buffer_pool.h"
 #include "native_dot.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
@@ -163,7 +163,7 @@ struct CPUBackend {
 
   // The layer's buffers of rows (gates, outputs, reserve), tens of MB at the larger shapes.
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-    return empty_huge_pages(sizes, options);
+    return empty_pooled(sizes, options);
   }
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {

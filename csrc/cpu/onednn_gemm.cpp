@@ -1,6 +1,6 @@
 #include "onednn_gemm.h"
 
-#include "huge_pages.h"
+#include "buffer_pool.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/hash.h>
@@ -330,7 +330,7 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
   TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
               "onednn_addmm: expected float32 matrices");
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
-  at::Tensor out = empty_huge_pages({m, n}, a.options());
+  at::Tensor out = empty_pooled({m, n}, a.options());
   if (m == 0 || n == 0) return out;
   if (k == 0) return bias.defined() ? out.copy_(bias.expand({m, n})) : out.zero_();
   // m and k are run-time dimensions: one of them is the layer's row count (the input projection,
@@ -358,7 +358,7 @@ at::Tensor onednn_transpose(const at::Tensor& a) {
   TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 2 && a.is_contiguous(),
               "onednn_transpose: expected a contiguous float32 matrix");
   const int64_t m = a.size(0), k = a.size(1);
-  at::Tensor out = empty_huge_pages({k, m}, a.options());
+  at::Tensor out = empty_pooled({k, m}, a.options());
   if (a.numel() == 0) return out;
   // The same [k, m] matrix read through a's strides and written row-major: oneDNN's primitive
   // cache keeps the reorder's kernel per shape.
