@@ -180,6 +180,50 @@ def test_pooled_allocations_in_the_memory_profiler():
     assert layer and layer[0].cpu_memory_usage >= out.nbytes
 
 
+# A thread runs layers (taking and returning pooled buffers) while the main thread forks 30
+# children, each of which runs a layer too and exits; prints how many children finished in time.
+_FORK_SCRIPT = textwrap.dedent("""
+    import os, threading, time, torch, rnnkernels
+    torch.set_num_threads(1)
+    gru = rnnkernels.GRU(256, 256)
+    x = torch.randn(20, 32, 256)  # 2 MB of gates: pooled
+    stop = False
+    def busy():
+        while not stop:
+            gru(x)
+    thread = threading.Thread(target=busy)
+    thread.start()
+    finished = 0
+    for _ in range(30):
+        time.sleep(0.01)
+        child = os.fork()
+        if child == 0:
+            gru(x)
+            os._exit(0)
+        for _ in range(200):
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                finished += status == 0
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+    stop = True
+    thread.join()
+    print(finished)
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_children_can_use_the_pool():
+    """A process forked while another thread held the pool's lock (a DataLoader's workers) would
+    wait for it forever; fork takes the lock first, as glibc's malloc does its own."""
+    result = subprocess.run([sys.executable, "-c", _FORK_SCRIPT], check=True,
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.split()[-1] == "30"
+
+
 @pytest.mark.parametrize("limit", ["0", "1048576"])
 def test_small_or_no_buffer_pool_gives_the_same_results(limit, tmp_path):
     script = textwrap.dedent(f"""

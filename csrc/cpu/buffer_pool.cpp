@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #ifdef __linux__
+#include <pthread.h>
 #include <sys/mman.h>
 #endif
 
@@ -78,6 +79,9 @@ class BufferPool final : public c10::Allocator {
   }
 
   size_t limit() const { return limit_; }
+
+  void lock() { mutex_.lock(); }
+  void unlock() { mutex_.unlock(); }
 
  private:
   struct Use {
@@ -160,8 +164,16 @@ class BufferPool final : public c10::Allocator {
 };
 
 BufferPool& pool() {
-  static BufferPool* pool = new BufferPool();
-  return *pool;
+  static BufferPool* instance = [] {
+    auto* created = new BufferPool();
+#ifdef __linux__
+    // A process forked while another thread held the lock (a DataLoader's workers, say) would
+    // find it held forever: fork takes it first, as glibc's malloc does its own.
+    pthread_atfork([] { pool().lock(); }, [] { pool().unlock(); }, [] { pool().unlock(); });
+#endif
+    return created;
+  }();
+  return *instance;
 }
 
 }  // namespace
