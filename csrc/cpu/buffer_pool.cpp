@@ -1,5 +1,7 @@
 #include "buffer_pool.h"
 
+#include "environment.h"
+
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -25,25 +27,15 @@ class BufferPool;
 // The process's pool, never destroyed: tensors may outlive static destruction.
 BufferPool& pool();
 
-// RNNKERNELS_CPU_BUFFER_CACHE_BYTES, read once, else kDefaultBufferCacheBytes.
-size_t limit_from_environment() {
-  const char* value = std::getenv("RNNKERNELS_CPU_BUFFER_CACHE_BYTES");
-  if (value == nullptr || *value == '\0') return kDefaultBufferCacheBytes;
-  char* end = nullptr;
-  const long long bytes = std::strtoll(value, &end, 10);
-  TORCH_CHECK(*end == '\0' && bytes >= 0,
-              "RNNKERNELS_CPU_BUFFER_CACHE_BYTES: expected a whole number >= 0, got '", value,
-              "'");
-  return static_cast<size_t>(bytes);
-}
-
 // Buffers in whole huge pages, aligned to one, so that the kernel can back all of each with
 // them (madvise MADV_HUGEPAGE; where it cannot, the hint changes nothing). Free ones are reused
 // for a request of their size or up to an eighth less, most recently freed first; beyond the
 // bound on free bytes the least recently freed go back to the system.
 class BufferPool final : public c10::Allocator {
  public:
-  BufferPool() : limit_(limit_from_environment()) {}
+  BufferPool()
+      : limit_(environment_count("RNNKERNELS_CPU_BUFFER_CACHE_BYTES", kDefaultBufferCacheBytes,
+                                 0)) {}
 
   c10::DataPtr allocate(size_t bytes) override {
     // A resized storage asks its allocator again, for any size.

@@ -1,6 +1,7 @@
 #include "onednn_gemm.h"
 
 #include "buffer_pool.h"
+#include "environment.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/hash.h>
@@ -12,7 +13,6 @@
 #endif
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -141,21 +141,10 @@ class MatmulCache {
   std::unordered_map<MatmulKey, Entries::iterator, MatmulKeyHash> index_;
 };
 
-// RNNKERNELS_PRIMITIVE_CACHE_CAPACITY, read once, else kDefaultPrimitiveCacheCapacity.
-size_t primitive_cache_capacity() {
-  const char* value = std::getenv("RNNKERNELS_PRIMITIVE_CACHE_CAPACITY");
-  if (value == nullptr || *value == '\0') return kDefaultPrimitiveCacheCapacity;
-  char* end = nullptr;
-  const long long capacity = std::strtoll(value, &end, 10);
-  TORCH_CHECK(*end == '\0' && capacity >= 1,
-              "RNNKERNELS_PRIMITIVE_CACHE_CAPACITY: expected a whole number >= 1, got '", value,
-              "'");
-  return static_cast<size_t>(capacity);
-}
-
 Matmul cached_matmul(const MatmulKey& key) {
   static MatmulCache cache = [] {
-    const size_t capacity = primitive_cache_capacity();
+    const size_t capacity = environment_count("RNNKERNELS_PRIMITIVE_CACHE_CAPACITY",
+                                              kDefaultPrimitiveCacheCapacity, 1);
     // oneDNN keeps a cache of its own (1024 primitives by default) of what this one already
     // holds; bounded alike, evicting here frees the memory.
     dnnl::set_primitive_cache_capacity(static_cast<int>(std::min<size_t>(capacity, 1 << 20)));
