@@ -224,6 +224,33 @@ def test_forked_children_can_use_the_pool():
     assert result.stdout.split()[-1] == "30"
 
 
+# Under an address-space limit 512 MiB above what the process holds, a layer whose gates take
+# 1 GiB, ours then torch.nn's: prints each one's exception type and whether its message says
+# memory ran out.
+_OUT_OF_MEMORY_SCRIPT = textwrap.dedent("""
+    import resource, torch, rnnkernels
+    layers = [lib.RNN(16, 4096) for lib in (rnnkernels, torch.nn)]
+    x = torch.randn(1024, 64, 16)
+    held = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (held + (512 << 20), resource.RLIM_INFINITY))
+    for layer in layers:
+        try:
+            with torch.no_grad():
+                layer(x)
+            print("none", False)
+        except Exception as error:
+            print(type(error).__name__, "can't allocate memory" in str(error))
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_pool_out_of_memory_raises_torch_s_error():
+    result = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY_SCRIPT], check=True,
+                            capture_output=True, text=True, timeout=300)
+    ours, torch_nn = result.stdout.splitlines()[-2:]
+    assert ours == torch_nn == "RuntimeError True"
+
+
 @pytest.mark.parametrize("limit", ["0", "1048576"])
 def test_small_or_no_buffer_pool_gives_the_same_results(limit, tmp_path):
     script = textwrap.dedent(f"""

@@ -10,7 +10,6 @@
 #include <list>
 #include <map>
 #include <mutex>
-#include <new>
 #include <unordered_map>
 
 #ifdef __linux__
@@ -89,7 +88,10 @@ class BufferPool final : public c10::Allocator {
 
   static void* fresh(size_t size) {
     void* data = std::aligned_alloc(kHugePage, size);
-    if (data == nullptr) throw std::bad_alloc();
+    // The error torch's own CPU allocator raises.
+    TORCH_CHECK(data != nullptr,
+                "rnnkernels' CPU buffer pool: can't allocate memory: you tried to allocate ", size,
+                " bytes.");
 #ifdef __linux__
     madvise(data, size, MADV_HUGEPAGE);
 #endif

@@ -1,8 +1,8 @@
 // The CPU pointwise driver, compiled once per instruction set: pointwise_default.cpp,
 // pointwise_avx2.cpp and pointwise_avx512.cpp each define RNNKERNELS_ISA (the namespace) and the
 // at::vec capability macros, enable the instructions, then include this file and instantiate
-// the drivers for the list of cells; pointwise.cpp picks one at run time. Without this, at::vec falls back to scalar loops and the activations (exp,
-// tanh) cost more than the per-step GEMM.
+// the drivers for the list of cells; pointwise.cpp picks one at run time. Without this, at::vec
+// falls back to scalar loops and the activations (exp, tanh) cost more than the per-step GEMM.
 //
 // Loops over the rows of a step (parallel over rows with at::parallel_for) and over the hidden
 // units (vectorised with at::vec; the half types as float), running each cell's element functions
