@@ -316,7 +316,8 @@ def measure(
 
 
 def add_peak_fraction(result: dict, peak: dict | None) -> None:
-    """Each library's GFLOP/s as a fraction of the measured float32 peak (None without one)."""
+    """Each library's GFLOP/s as a fraction of `peak`, the measured peak of the row's dtype
+    (float32, or its autocast dtype), None without one."""
     result["peak_fraction"] = {
         library: gflops / peak["gflops"] if gflops is not None and peak else None
         for library, gflops in result["gflops"].items()

@@ -17,6 +17,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 #ifdef BENCH_WITH_ONEDNN
@@ -31,11 +33,11 @@ namespace peak {
 // current x86 cores) so the units never wait, few enough to stay in registers (16 ymm, 32 zmm).
 constexpr int kChains = 12;
 
-// One kernel: `run(iterations)` issues kChains vector instructions per iteration, each doing
-// `flops_per_instruction` floating-point operations; it returns a sum so no work is dead.
+// One kernel: `run(iterations)` does `flops_per_iteration` floating-point operations per
+// iteration; it returns a sum so no work is dead.
 struct Kernel {
   const char* isa;
-  int64_t flops_per_instruction;
+  int64_t flops_per_iteration;
   float (*run)(int64_t iterations);
 };
 
@@ -85,18 +87,72 @@ __attribute__((target("avx512f,avx512bf16"))) float dot_bf16_avx512(int64_t iter
   return _mm512_reduce_add_ps(sum);
 }
 
+// AMX: tdpbf16ps multiplies a 16 x 32 bfloat16 tile by a 32 x 16 one into a 16 x 16 float32
+// tile (16 x 16 x 32 multiply-adds). An iteration is one such product; four accumulator tiles
+// (tmm0-3, from two left tiles tmm4-5 and two right tiles tmm6-7) keep the unit busy. The
+// operands are zeros: AMX's timing does not depend on the values.
+constexpr int64_t kAmxMacs = 16 * 16 * 32;
+
+// The tile configuration (palette 1): every tile 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+__attribute__((target("amx-tile,amx-bf16"))) float dot_bf16_amx(int64_t iterations) {
+  TileConfig config;
+  for (int tile = 0; tile < 8; ++tile) {
+    config.bytes_per_row[tile] = 64;
+    config.rows[tile] = 16;
+  }
+  _tile_loadconfig(&config);
+  alignas(64) static const uint16_t operand[16 * 32] = {};
+  alignas(64) float result[16 * 16];
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  _tile_loadd(4, operand, 64);
+  _tile_loadd(5, operand, 64);
+  _tile_loadd(6, operand, 64);
+  _tile_loadd(7, operand, 64);
+  for (int64_t iteration = 0; iteration < iterations; iteration += 4) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, result, 64);
+  _tile_release();
+  return result[0];
+}
+
+// Whether Linux lets this process use AMX's tile data (asked once; oneDNN asks the same).
+bool amx_permitted() {
+  constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+  constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+  static const bool permitted = syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+  return permitted;
+}
+
 #endif
 
-// The widest kernel this CPU runs for `dtype` ("float32" or "bfloat16"), if any.
+// The fastest kernel this CPU runs for `dtype` ("float32" or "bfloat16"), if any. Iterations are
+// a multiple of 4.
 std::optional<Kernel> kernel_for(const std::string& dtype) {
 #if defined(__x86_64__)
   if (dtype == "float32") {
-    if (__builtin_cpu_supports("avx512f")) return Kernel{"avx512f", 16 * 2, fma_avx512};
+    if (__builtin_cpu_supports("avx512f")) return Kernel{"avx512f", kChains * 16 * 2, fma_avx512};
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return Kernel{"avx2", 8 * 2, fma_avx2};
+      return Kernel{"avx2", kChains * 8 * 2, fma_avx2};
   }
+  if (dtype == "bfloat16" && __builtin_cpu_supports("amx-bf16") && amx_permitted())
+    return Kernel{"amx_bf16", kAmxMacs * 2, dot_bf16_amx};
   if (dtype == "bfloat16" && __builtin_cpu_supports("avx512bf16"))
-    return Kernel{"avx512_bf16", 16 * 4, dot_bf16_avx512};
+    return Kernel{"avx512_bf16", kChains * 16 * 4, dot_bf16_avx512};
 #endif
   return std::nullopt;
 }
@@ -107,7 +163,7 @@ std::optional<std::pair<std::string, int64_t>> describe(const std::string& dtype
   auto kernel = kernel_for(dtype);
   if (!kernel) return std::nullopt;
   return std::make_pair(std::string(kernel->isa),
-                        iterations * kChains * kernel->flops_per_instruction);
+                        iterations * kernel->flops_per_iteration);
 }
 
 // Runs `dtype`'s kernel on `threads` threads at once.

@@ -1,6 +1,7 @@
 """The machine's peak FLOP rate, measured with the FMA loops of bench/native.cpp on the
-benchmark's threads: the widest float32 FMA this CPU has (AVX-512, else AVX2), and the bfloat16
-dot product (vdpbf16ps) where it has avx512_bf16."""
+benchmark's threads: the widest float32 FMA this CPU has (AVX-512, else AVX2), and the fastest
+bfloat16 product with float32 accumulation: AMX's tile product (tdpbf16ps) where the CPU has
+amx_bf16, else the dot product vdpbf16ps where it has avx512_bf16."""
 
 from __future__ import annotations
 

@@ -30,8 +30,9 @@ EXPLANATION = """\
   gains over it (above 1: the autocast dtype is faster).
 - GFLOP/s: the layer's GEMM flops (bench/flops.py: the input projection and per-step recurrent
   products and, when training, the backward's) / median time; in brackets, percent of the
-  float32 peak (FMA loops on the run's threads, the higher of a measurement at the start and
-  one at the end of the run).
+  peak of the row's dtype (float32, or bfloat16 on autocast rows: FMA, AMX or dot-product loops
+  on the run's threads, the higher of a measurement at the start and one at the end of the
+  run).
 - saved: unique storages autograd saved for backward during the forward (input and
   weights included), from `torch.autograd.graph.saved_tensors_hooks`.
 - diff: largest difference of the outputs from torch.nn's, same weights and precision.

@@ -289,7 +289,7 @@ def main(argv=None) -> None:
     progress.close()
     peaks = higher_peaks(peaks_at_start, measure_peaks(device, args.threads, PEAK_MIN_RUN_TIME))
     for result in results:
-        add_peak_fraction(result, peaks["float32"])
+        add_peak_fraction(result, peaks.get(result["autocast"] or "float32"))
 
     info = metadata(args, device, budget, load, libraries, peaks)
     write_reports(args.out / device.type, info, results)

@@ -169,7 +169,14 @@ def test_peak_is_measured_with_the_widest_vectors_here(report_json):
         assert peaks["float32"]["isa"] == widest
         assert peaks["float32"]["threads"] == 1
         assert peaks["float32"]["gflops"] > 0
-    assert (peaks["bfloat16"] is not None) == ("avx512_bf16" in flags and widest == "avx512f")
+    if not native.load().module:
+        assert peaks["bfloat16"] is None
+    elif "amx_bf16" in flags:
+        assert peaks["bfloat16"]["isa"] == "amx_bf16"
+    elif "avx512_bf16" in flags:
+        assert peaks["bfloat16"]["isa"] == "avx512_bf16"
+    else:
+        assert peaks["bfloat16"] is None
 
 
 def test_packed_rows_run_the_modules_and_leave_onednn_out(packed_report):
@@ -214,6 +221,17 @@ def test_autocast_rows_time_our_float32_beside(autocast_report):
         assert "rnnkernels float32" not in result["max_abs_diff"]
     table = report.terminal_table(autocast_report["metadata"], autocast_report["results"])
     assert "vs rnnkernels float32" in table and "diff rnnkernels float32" not in table
+
+
+def test_autocast_rows_rate_against_the_peak_of_their_dtype(autocast_report):
+    peak = autocast_report["metadata"]["peak"]["bfloat16"]
+    for result in autocast_report["results"]:
+        for library, gflops in result["gflops"].items():
+            fraction = result["peak_fraction"][library]
+            if gflops is None or peak is None:
+                assert fraction is None
+            else:
+                assert fraction == pytest.approx(gflops / peak["gflops"])
 
 
 def test_rows_without_autocast_leave_our_float32_out(report_json):
