@@ -11,11 +11,13 @@ import pytest
 import torch
 
 # Forward and backward of every kind, 2 layers, bidirectional, in each half type and, on the same
-# (rounded) weights and input, in float64: the outputs and every gradient, saved to argv[1].
+# (rounded) weights and input, in float64: the outputs and every gradient, saved to argv[1]. Padded
+# and packed (steps of 3, 2 and 1 rows: a GEMM per row count).
 _SCRIPT = """
 import sys
 import torch
 import rnnkernels
+from torch.nn.utils.rnn import pack_padded_sequence
 
 torch.manual_seed(0)
 results = {}
@@ -24,15 +26,20 @@ for name in ("LSTM", "GRU", "RNN"):
         module = getattr(rnnkernels, name)(8, 16, num_layers=2, bidirectional=True).to(dtype)
         x = torch.randn(6, 3, 8).to(dtype)
         grad = torch.randn(6, 3, 32).to(dtype)
-        runs = []
-        for run_dtype in (dtype, torch.float64):
-            m = module.to(run_dtype)
-            xi = x.to(run_dtype).detach().requires_grad_()
-            out, _ = m(xi)
-            out.backward(grad.to(run_dtype))
-            runs.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
-            m.zero_grad()
-        results[name, str(dtype)] = runs
+        for packed in (False, True):
+            runs = []
+            for run_dtype in (dtype, torch.float64):
+                m = module.to(run_dtype)
+                xi = x.to(run_dtype).detach().requires_grad_()
+                if packed:
+                    out = m(pack_padded_sequence(xi, [6, 4, 2]))[0].data
+                    out_grad = pack_padded_sequence(grad, [6, 4, 2]).data
+                else:
+                    out, out_grad = m(xi)[0], grad
+                out.backward(out_grad.to(run_dtype))
+                runs.append([out.detach(), xi.grad] + [p.grad.clone() for p in m.parameters()])
+                m.zero_grad()
+            results[name, str(dtype), packed] = runs
 torch.save(results, sys.argv[1])
 """
 
@@ -60,7 +67,7 @@ def runs(tmp_path_factory):
 
 @pytest.mark.parametrize("mode", ["native", "widened"])
 def test_half_gemms_match_float64(runs, mode):
-    for (name, dtype), (half, exact) in runs[mode].items():
+    for (name, dtype, _), (half, exact) in runs[mode].items():
         for index, (actual, expected) in enumerate(zip(half, exact)):
             assert actual.dtype == getattr(torch, dtype.split(".")[1])
             error = _relative_error(actual, expected)

@@ -1,6 +1,8 @@
 // CPU backend of the step loops (csrc/layer/layer.h): the pointwise step of every cell
 // (pointwise.cpp, vectorised per instruction set), the GEMMs (oneDNN's matmul for float32 when
-// the build found oneDNN, onednn_gemm.h; ATen's, MKL, otherwise and for the other dtypes) and
+// the build found oneDNN, and for the half types where the CPU has dot products for them,
+// onednn_gemm.h; ATen's, MKL, otherwise and for float64; float32's on widened half-type operands
+// where the CPU has no such dot products) and
 // the threading: how many batch slices run at once.
 #pragma once
 
@@ -80,7 +82,7 @@ class CPUFloatRecurrentGemm {
   }
 
  private:
-  std::optional<OneDnnRecurrentGemm> onednn_;
+  std::optional<OneDnnRecurrentGemm<float>> onednn_;
   std::optional<OneDnnSmallGemm> small_;
 };
 
@@ -88,10 +90,54 @@ template <>
 struct CPURecurrentGemm<float> {
   using type = CPUFloatRecurrentGemm;
 };
+
+// Below this many multiply-adds in all, a half type's GEMMs run widened to float32 (through
+// dnnl_sgemm) even where the CPU has dot products for it: the native primitives' set-up, tens of
+// microseconds a layer, outweighs their faster kernels. So do per-step GEMMs of one or two rows,
+// matrix-vector products, which AMX runs on 16-row tiles.
+constexpr int64_t kMinNativeHalfWork = kMinOneDnnWork;
+constexpr int64_t kMaxWidenedHalfRows = kMaxSmallGemmRows;
+#else
+constexpr int64_t kMinNativeHalfWork = 0;
+constexpr int64_t kMaxWidenedHalfRows = 0;
 #endif
 
-// A half type's per-step GEMM where the CPU has no dot product for it: float32's GEMM on the
-// widened operands. A product of two half-type values is exact in float32 and the sum runs in
+// A half type's per-step GEMM where the CPU has dot products for it: oneDNN's matmul, whose
+// per-step primitive costs about a microsecond a call against ATen's tens (at::mm sets up
+// oneDNN's matmul anew on every call), where this oneDNN has kernels for the type; else ATen's.
+template <typename T>
+class CPUNativeHalfGemm {
+ public:
+  CPUNativeHalfGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
+                    bool accumulate) {
+#ifdef RNNKERNELS_WITH_ONEDNN
+    if (onednn_supports(weight.scalar_type())) {
+      onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
+      return;
+    }
+#endif
+    aten_.emplace(weight, transposed, max_rows, steps, accumulate);
+  }
+
+  void run(const T* a, T* c, int64_t rows) {
+#ifdef RNNKERNELS_WITH_ONEDNN
+    if (onednn_) {
+      onednn_->run(a, c, rows);
+      return;
+    }
+#endif
+    aten_->run(a, c, rows);
+  }
+
+ private:
+#ifdef RNNKERNELS_WITH_ONEDNN
+  std::optional<OneDnnRecurrentGemm<T>> onednn_;
+#endif
+  std::optional<ATenRecurrentGemm<T>> aten_;
+};
+
+// A half type's per-step GEMM: native (CPUNativeHalfGemm) where native_gemm says so, else
+// float32's GEMM on the widened operands. A product of two half-type values is exact in float32 and the sum runs in
 // float32, so this computes what a half-type GEMM with float32 accumulation does (the result
 // rounded once to T), on the float32 units. The weight is widened once per object, each step's
 // rows as they come.
@@ -105,7 +151,9 @@ class CPUWideningRecurrentGemm {
       : accumulate_(accumulate),
         k_(transposed ? weight.size(1) : weight.size(0)),
         n_(transposed ? weight.size(0) : weight.size(1)) {
-    if (has_native_dot(c10::CppTypeToScalarType<T>::value)) {
+    if (native_gemm(c10::CppTypeToScalarType<T>::value,
+                    max_rows > kMaxWidenedHalfRows &&
+                        steps * max_rows * weight.numel() >= kMinNativeHalfWork)) {
       native_.emplace(weight, transposed, max_rows, steps, accumulate);
       return;
     }
@@ -131,7 +179,7 @@ class CPUWideningRecurrentGemm {
  private:
   bool accumulate_;
   int64_t k_, n_;
-  std::optional<ATenRecurrentGemm<T>> native_;
+  std::optional<CPUNativeHalfGemm<T>> native_;
   at::Tensor weight_, a_, c_;  // the widened weight and one step's rows
   std::optional<FloatGemm> wide_;
 };
@@ -167,18 +215,21 @@ struct CPUBackend {
   }
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
+    const int64_t macs = a.size(0) * a.size(1) * b.size(1);
 #ifdef RNNKERNELS_WITH_ONEDNN
     if (a.scalar_type() == at::kFloat) {
-      return a.size(0) * a.size(1) * b.size(1) >= kMinOneDnnWork ? onednn_addmm(bias, a, b)
-                                                                 : onednn_small_addmm(bias, a, b);
+      return macs >= kMinOneDnnWork ? onednn_addmm(bias, a, b) : onednn_small_addmm(bias, a, b);
     }
 #endif
-    if (!has_native_dot(a.scalar_type())) {
+    if (!native_gemm(a.scalar_type(), macs >= kMinNativeHalfWork)) {
       // Widened as the per-step GEMMs are (CPUWideningRecurrentGemm); the bias rounds with the
       // product, as in a native GEMM with a bias.
       const at::Tensor wide_bias = bias.defined() ? bias.to(at::kFloat) : bias;
       return addmm(wide_bias, a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
     }
+#ifdef RNNKERNELS_WITH_ONEDNN
+    if (onednn_supports(a.scalar_type())) return onednn_addmm(bias, a, b);  // the half types
+#endif
     return aten_addmm(bias, a, b);
   }
 
@@ -206,10 +257,14 @@ struct CPUBackend {
   // barrier per step. Splitting each step's GEMM across threads instead costs two
   // synchronisations a step, which dominate small steps, but lets each thread keep its part of
   // the weight in cache, which wins for large steps: so a step of 2^22 multiply-adds or more
-  // stays whole (docs/DESIGN.md, "CPU backend"), and so does a batch of one.
+  // stays whole (docs/DESIGN.md, "CPU backend"), and so does a batch of one. A half type's
+  // native GEMMs (AMX) run several times faster than float32's, which moves that point up
+  // to 2^25.
   template <typename F>
   static void for_each_batch_slice(const StepProblem& problem, const F& body) {
-    constexpr int64_t kMaxSlicedStepMacs = int64_t{1} << 22;
+    const bool native_half = (problem.dtype == at::kBFloat16 || problem.dtype == at::kHalf) &&
+                             has_native_dot(problem.dtype);
+    const int64_t max_sliced_step_macs = int64_t{1} << (native_half ? 25 : 22);
     const int64_t batch = problem.batch;
     // Multiply-adds of one step's recurrent GEMM over the whole batch (the forward's and the
     // backward's, whose GEMM has the transposed shape).
@@ -217,7 +272,7 @@ struct CPUBackend {
         problem.dense ? problem.batch * problem.gate_width * problem.state_width : 0;
     int64_t slices =
         at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
-    if (step_macs >= kMaxSlicedStepMacs) slices = 1;
+    if (step_macs >= max_sliced_step_macs) slices = 1;
     if (slices <= 1) {
       body(0, batch);
       return;

@@ -26,12 +26,16 @@ std::optional<bool> native_override() {
   return choice == "native";
 }
 
+const std::optional<bool>& forced() {
+  static const std::optional<bool> choice = native_override();
+  return choice;
+}
+
 }  // namespace
 
 bool has_native_dot(c10::ScalarType type) {
-  static const std::optional<bool> forced = native_override();
-  static const bool bfloat16 = forced.value_or(cpu_has("avx512_bf16") || cpu_has("amx_bf16"));
-  static const bool float16 = forced.value_or(cpu_has("avx512_fp16") || cpu_has("amx_fp16"));
+  static const bool bfloat16 = forced().value_or(cpu_has("avx512_bf16") || cpu_has("amx_bf16"));
+  static const bool float16 = forced().value_or(cpu_has("avx512_fp16") || cpu_has("amx_fp16"));
   switch (type) {
     case c10::kBFloat16:
       return bfloat16;
@@ -40,6 +44,11 @@ bool has_native_dot(c10::ScalarType type) {
     default:
       return true;
   }
+}
+
+bool native_gemm(c10::ScalarType type, bool large) {
+  if (type != c10::kBFloat16 && type != c10::kHalf) return true;
+  return has_native_dot(type) && (forced().has_value() || large);
 }
 
 }  // namespace rnnkernels

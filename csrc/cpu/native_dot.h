@@ -3,6 +3,8 @@
 
 #include <c10/core/ScalarType.h>
 
+#include <cstdint>
+
 namespace rnnkernels {
 
 // Whether this CPU has dot-product instructions for `type`'s products with float32 accumulation
@@ -12,5 +14,10 @@ namespace rnnkernels {
 // operands to float32 instead. The environment variable RNNKERNELS_HALF_GEMM, read once, overrides
 // the choice: "native" (ATen's GEMMs) or "widened".
 bool has_native_dot(c10::ScalarType type);
+
+// Whether `type`'s GEMMs run natively: always for float32 and float64; for the half types where
+// has_native_dot and the GEMMs are `large` enough to repay the native kernels' set-up, else the
+// widened ones win (RNNKERNELS_HALF_GEMM, when set, decides for every size).
+bool native_gemm(c10::ScalarType type, bool large);
 
 }  // namespace rnnkernels

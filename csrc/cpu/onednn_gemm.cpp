@@ -31,16 +31,66 @@ dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// A 2-D float32 matrix with the given element strides.
-memory::desc matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
-  return memory::desc({rows, cols}, memory::data_type::f32, memory::dims{row_stride, col_stride});
+memory::data_type data_type(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat:
+      return memory::data_type::f32;
+    case at::kBFloat16:
+      return memory::data_type::bf16;
+    case at::kHalf:
+      return memory::data_type::f16;
+    default:
+      TORCH_CHECK(false, "oneDNN GEMMs: expected float32, bfloat16 or float16, got ", type);
+  }
 }
 
-memory::desc row_major(int64_t rows, int64_t cols) { return matrix(rows, cols, cols, 1); }
+// A 2-D matrix with the given element strides.
+memory::desc matrix(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride,
+                    memory::data_type type) {
+  return memory::desc({rows, cols}, type, memory::dims{row_stride, col_stride});
+}
+
+memory::desc row_major(int64_t rows, int64_t cols, memory::data_type type) {
+  return matrix(rows, cols, cols, 1, type);
+}
 
 // The threads oneDNN runs a primitive on from here: one inside a parallel region (nested regions
 // get one thread), else ATen's thread count.
 int current_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// Below 2^16 multiply-adds oneDNN runs a GEMM on the calling thread alone, where it would
+// otherwise split a matrix-vector product across threads at a loss (dnnl_sgemm of one row of
+// 64 x 192: 1.5 us on one thread, 2.7 on two; of 128 x 512, 6.0 and 4.5).
+constexpr int64_t kMinThreadedMacs = int64_t{1} << 16;
+
+bool runs_alone(int64_t m, int64_t k, int64_t n) {
+  return current_threads() == 1 || m * k * n < kMinThreadedMacs;
+}
+
+// For its lifetime, oneDNN's kernels called from this thread run on it alone when `alone`.
+class AloneScope {
+ public:
+  explicit AloneScope(bool alone) {
+#ifdef _OPENMP
+    threads_ = omp_get_max_threads();
+    if (alone && threads_ > 1) {
+      omp_set_num_threads(1);
+    } else {
+      threads_ = 0;
+    }
+#endif
+  }
+  ~AloneScope() {
+#ifdef _OPENMP
+    if (threads_ > 0) omp_set_num_threads(threads_);
+#endif
+  }
+  AloneScope(const AloneScope&) = delete;
+  AloneScope& operator=(const AloneScope&) = delete;
+
+ private:
+  int threads_ = 0;
+};
 
 // A CPU stream is only a handle for submitting work, but creating one costs microseconds: one per
 // thread, reused.
@@ -49,17 +99,21 @@ dnnl::stream& thread_stream() {
   return stream;
 }
 
-// Everything a matmul primitive depends on; every operand is a plain matrix with its strides.
+// Everything a matmul primitive depends on. Every operand is a plain matrix with its strides,
+// except a blocked weight, whose layout the primitive chooses (b's strides are then unused).
 struct MatmulKey {
   int64_t m, k, n;
   int64_t a_stride0, a_stride1;
   int64_t b_stride0, b_stride1;
   bool bias, accumulate;
   int threads;  // oneDNN splits the work for the thread count it was created with
+  memory::data_type type;  // of a, b and the result
+  memory::data_type bias_type;
+  bool blocked_weight;
 
   auto tie() const {
     return std::tie(m, k, n, a_stride0, a_stride1, b_stride0, b_stride1, bias, accumulate,
-                    threads);
+                    threads, type, bias_type, blocked_weight);
   }
   bool operator==(const MatmulKey& other) const { return tie() == other.tie(); }
 };
@@ -70,7 +124,7 @@ struct MatmulKeyHash {
 
 struct Matmul {
   dnnl::matmul primitive;
-  memory::desc scratchpad;
+  memory::desc weight, scratchpad;
 };
 
 // A scratchpad for one run of `matmul` in this thread's buffer, which grows to the largest one
@@ -97,14 +151,18 @@ dnnl::primitive_attr attributes(bool accumulate) {
 }
 
 Matmul create(const MatmulKey& key) {
-  const memory::desc a = matrix(key.m, key.k, key.a_stride0, key.a_stride1);
-  const memory::desc c = row_major(key.m, key.n);
+  const memory::desc a = matrix(key.m, key.k, key.a_stride0, key.a_stride1, key.type);
+  const memory::desc c = row_major(key.m, key.n, key.type);
   const dnnl::primitive_attr attr = attributes(key.accumulate);
-  const memory::desc b = matrix(key.k, key.n, key.b_stride0, key.b_stride1);
+  const memory::desc b =
+      key.blocked_weight
+          ? memory::desc({key.k, key.n}, key.type, memory::format_tag::any)
+          : matrix(key.k, key.n, key.b_stride0, key.b_stride1, key.type);
   const dnnl::matmul::primitive_desc pd =
-      key.bias ? dnnl::matmul::primitive_desc(cpu_engine(), a, b, row_major(1, key.n), c, attr)
+      key.bias ? dnnl::matmul::primitive_desc(cpu_engine(), a, b,
+                                              row_major(1, key.n, key.bias_type), c, attr)
                : dnnl::matmul::primitive_desc(cpu_engine(), a, b, c, attr);
-  return {dnnl::matmul(pd), pd.scratchpad_desc()};
+  return {dnnl::matmul(pd), pd.weights_desc(), pd.scratchpad_desc()};
 }
 
 // The most recently used primitives, at most `capacity` of them: a packed batch of a new total
@@ -164,17 +222,28 @@ int64_t padded_row_stride(int64_t n) {
   return lines * 16;
 }
 
+// `source` copied into a new memory of layout `layout`.
+memory reordered(const memory& source, const memory::desc& layout, dnnl::stream& stream) {
+  memory copy(layout, cpu_engine());
+  memory from = source;
+  dnnl::reorder(from, copy).execute(stream, from, copy);
+  stream.wait();
+  return copy;
+}
+
 }  // namespace
 
-struct OneDnnRecurrentGemm::Impl {
+struct OneDnnRecurrentGemmState {
   struct Step {
     dnnl::matmul primitive;
     memory src, dst;
+    memory weights;  // the object's, or a copy in the layout this row count's primitive reads
     std::vector<char> scratchpad;
     std::unordered_map<int, memory> args;
   };
 
   MatmulKey key;  // with m = max_rows; the steps differ in m
+  bool alone;      // run on the calling thread alone
   dnnl::stream& stream = thread_stream();
   memory weights;
   std::vector<std::optional<Step>> steps;  // by row count, created on first use
@@ -186,10 +255,15 @@ struct OneDnnRecurrentGemm::Impl {
       step_key.m = rows;
       step_key.a_stride0 = key.k;
       const Matmul matmul = cached_matmul(step_key);
-      Step s{matmul.primitive, memory(row_major(rows, key.k), cpu_engine(), DNNL_MEMORY_NONE),
-             memory(row_major(rows, key.n), cpu_engine(), DNNL_MEMORY_NONE),
-             std::vector<char>(matmul.scratchpad.get_size()), {}};
-      s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, s.dst},
+      // A blocked layout is the primitive's choice, which may differ between row counts.
+      const memory step_weights = matmul.weight == weights.get_desc()
+                                      ? weights
+                                      : reordered(weights, matmul.weight, stream);
+      Step s{matmul.primitive,
+             memory(row_major(rows, key.k, key.type), cpu_engine(), DNNL_MEMORY_NONE),
+             memory(row_major(rows, key.n, key.type), cpu_engine(), DNNL_MEMORY_NONE),
+             step_weights, std::vector<char>(matmul.scratchpad.get_size()), {}};
+      s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, s.weights}, {DNNL_ARG_DST, s.dst},
                 {DNNL_ARG_SCRATCHPAD,
                  memory(matmul.scratchpad, cpu_engine(), s.scratchpad.data())}};
       slot = std::move(s);
@@ -198,57 +272,62 @@ struct OneDnnRecurrentGemm::Impl {
   }
 };
 
-OneDnnRecurrentGemm::OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed,
-                                         int64_t max_rows, int64_t steps, bool accumulate)
-    : impl_(std::make_unique<Impl>()) {
-  TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2,
-              "OneDnnRecurrentGemm: expected a contiguous 2-D float32 weight");
-  Impl& m = *impl_;
+template <typename T>
+OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed,
+                                            int64_t max_rows, int64_t steps, bool accumulate)
+    : state_(std::make_unique<OneDnnRecurrentGemmState>()) {
+  TORCH_CHECK(weight.scalar_type() == c10::CppTypeToScalarType<T>::value &&
+                  weight.is_contiguous() && weight.dim() == 2,
+              "OneDnnRecurrentGemm: expected a contiguous 2-D ",
+              c10::CppTypeToScalarType<T>::value, " weight, got ", weight.scalar_type());
+  OneDnnRecurrentGemmState& m = *state_;
+  const memory::data_type type = data_type(weight.scalar_type());
   const int64_t k = transposed ? weight.size(1) : weight.size(0);
   const int64_t n = transposed ? weight.size(0) : weight.size(1);
   const int64_t b_stride0 = transposed ? 1 : n, b_stride1 = transposed ? k : 1;
-  const memory user(matrix(k, n, b_stride0, b_stride1), cpu_engine(), weight.data_ptr<float>());
+  m.alone = runs_alone(max_rows, k, n);
+  const AloneScope scope(m.alone);
+  m.key = {max_rows, k,     n,       k,    1,    b_stride0, b_stride1, false, accumulate,
+           current_threads(), type, type, false};
+  m.weights = memory(matrix(k, n, b_stride0, b_stride1, type), cpu_engine(), weight.data_ptr());
   // Copying reads and writes the weight once; a single step does not win that back.
-  if (steps > 1) {
-    m.weights = memory(matrix(k, n, padded_row_stride(n), 1), cpu_engine());
-    memory source = user;
-    dnnl::reorder(source, m.weights).execute(m.stream, source, m.weights);
-    m.stream.wait();
-  } else {
-    m.weights = user;
+  if (steps > 1 && type == memory::data_type::f32) {
+    m.weights = reordered(m.weights, matrix(k, n, padded_row_stride(n), 1, type), m.stream);
+    m.key.b_stride0 = padded_row_stride(n);
+    m.key.b_stride1 = 1;
+  } else if (steps > 1) {
+    // The half types' kernels (AMX, AVX512-BF16) read the weight in a blocked layout: given a
+    // plain one, they copy it into that layout on every run.
+    m.key.blocked_weight = true;
+    m.key.b_stride0 = m.key.b_stride1 = 0;
+    m.weights = reordered(m.weights, cached_matmul(m.key).weight, m.stream);
   }
-  const memory::dims strides = m.weights.get_desc().get_strides();
-  m.key = {max_rows, k, n, k, 1, strides[0], strides[1], false, accumulate, current_threads()};
   m.steps.resize(max_rows + 1);
 }
 
-OneDnnRecurrentGemm::~OneDnnRecurrentGemm() = default;
+template <typename T>
+OneDnnRecurrentGemm<T>::~OneDnnRecurrentGemm() = default;
 
-void OneDnnRecurrentGemm::run(const float* a, float* c, int64_t rows) {
-  Impl::Step& s = impl_->step(rows);
-  s.src.set_data_handle(const_cast<float*>(a));
+template <typename T>
+void OneDnnRecurrentGemm<T>::run(const T* a, T* c, int64_t rows) {
+  const AloneScope scope(state_->alone);
+  OneDnnRecurrentGemmState::Step& s = state_->step(rows);
+  s.src.set_data_handle(const_cast<T*>(a));
   s.dst.set_data_handle(c);
-  s.primitive.execute(impl_->stream, s.args);
+  s.primitive.execute(state_->stream, s.args);
 }
+
+template class OneDnnRecurrentGemm<float>;
+template class OneDnnRecurrentGemm<c10::BFloat16>;
+template class OneDnnRecurrentGemm<c10::Half>;
 
 namespace {
 
-// dnnl_sgemm, on this thread alone below 2^16 multiply-adds, where it would otherwise split a
-// matrix-vector product across threads at a loss (one row of 64 x 192: 1.5 us on one thread, 2.7
-// on two; of 128 x 512, 6.0 and 4.5).
 void sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c) {
-#ifdef _OPENMP
-  constexpr int64_t kMinThreadedMacs = int64_t{1} << 16;
-  const int threads = omp_get_max_threads();
-  const bool alone = threads > 1 && m * n * k < kMinThreadedMacs;
-  if (alone) omp_set_num_threads(1);
-#endif
+  const AloneScope scope(m * n * k < kMinThreadedMacs);
   const dnnl_status_t status =
       dnnl_sgemm(trans_a, trans_b, m, n, k, 1.f, a, lda, b, ldb, beta, c, n);
-#ifdef _OPENMP
-  if (alone) omp_set_num_threads(threads);
-#endif
   TORCH_CHECK(status == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(status));
 }
 
@@ -315,29 +394,64 @@ at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const
   return out;
 }
 
+bool onednn_supports(at::ScalarType type) {
+  const auto can_create = [](at::ScalarType type) {
+    const memory::desc matrix = row_major(1, 1, data_type(type));
+    try {
+      dnnl::matmul::primitive_desc(cpu_engine(), matrix, matrix, matrix);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  };
+  static const bool bfloat16 = can_create(at::kBFloat16);
+  static const bool float16 = can_create(at::kHalf);
+  switch (type) {
+    case at::kFloat:
+      return true;
+    case at::kBFloat16:
+      return bfloat16;
+    case at::kHalf:
+      return float16;
+    default:
+      return false;
+  }
+}
+
 at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
-  TORCH_CHECK(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat,
-              "onednn_addmm: expected float32 matrices");
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(),
+              "onednn_addmm: expected matrices of one dtype, got ", a.scalar_type(), " and ",
+              b.scalar_type());
+  const memory::data_type type = data_type(a.scalar_type());
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   at::Tensor out = empty_pooled({m, n}, a.options());
   if (m == 0 || n == 0) return out;
   if (k == 0) return bias.defined() ? out.copy_(bias.expand({m, n})) : out.zero_();
-  // m and k are run-time dimensions: one of them is the layer's row count (the input projection,
-  // the input and weight gradients), which changes with every packed length, and one primitive
-  // then serves them all instead of one per length.
-  const MatmulKey key{DNNL_RUNTIME_DIM_VAL, DNNL_RUNTIME_DIM_VAL, n, a.stride(0), a.stride(1),
-                      b.stride(0), b.stride(1), bias.defined(), false, current_threads()};
+  // float32's m and k are run-time dimensions: one of them is the layer's row count (the input
+  // projection, the input and weight gradients), which changes with every packed length, and one
+  // primitive then serves them all instead of one per length. The half types' fast kernels
+  // (brgemm: AMX, AVX512-BF16) take no run-time dimensions: given them, oneDNN 3.2 picks a
+  // slower GEMM, so their primitives are per shape.
+  const bool runtime_dims = type == memory::data_type::f32;
+  const memory::data_type bias_type = bias.defined() ? data_type(bias.scalar_type()) : type;
+  const AloneScope scope(runs_alone(m, k, n));
+  const MatmulKey key{runtime_dims ? DNNL_RUNTIME_DIM_VAL : m,
+                      runtime_dims ? DNNL_RUNTIME_DIM_VAL : k, n, a.stride(0), a.stride(1),
+                      b.stride(0), b.stride(1), bias.defined(), false, current_threads(),
+                      type, bias_type, false};
   const Matmul matmul = cached_matmul(key);
   std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, memory(matrix(m, k, a.stride(0), a.stride(1)), cpu_engine(), a.data_ptr())},
+      {DNNL_ARG_SRC,
+       memory(matrix(m, k, a.stride(0), a.stride(1), type), cpu_engine(), a.data_ptr())},
       {DNNL_ARG_WEIGHTS,
-       memory(matrix(k, n, b.stride(0), b.stride(1)), cpu_engine(), b.data_ptr())},
-      {DNNL_ARG_DST, memory(row_major(m, n), cpu_engine(), out.data_ptr())},
+       memory(matrix(k, n, b.stride(0), b.stride(1), type), cpu_engine(), b.data_ptr())},
+      {DNNL_ARG_DST, memory(row_major(m, n, type), cpu_engine(), out.data_ptr())},
       {DNNL_ARG_SCRATCHPAD, thread_scratchpad(matmul)}};
   at::Tensor bias_row;
   if (bias.defined()) {
     bias_row = bias.contiguous();
-    args.emplace(DNNL_ARG_BIAS, memory(row_major(1, n), cpu_engine(), bias_row.data_ptr()));
+    args.emplace(DNNL_ARG_BIAS,
+                 memory(row_major(1, n, bias_type), cpu_engine(), bias_row.data_ptr()));
   }
   matmul.primitive.execute(thread_stream(), args);
   return out;
@@ -351,8 +465,8 @@ at::Tensor onednn_transpose(const at::Tensor& a) {
   if (a.numel() == 0) return out;
   // The same [k, m] matrix read through a's strides and written row-major: oneDNN's primitive
   // cache keeps the reorder's kernel per shape.
-  memory src(matrix(k, m, 1, k), cpu_engine(), a.data_ptr());
-  memory dst(row_major(k, m), cpu_engine(), out.data_ptr());
+  memory src(matrix(k, m, 1, k, memory::data_type::f32), cpu_engine(), a.data_ptr());
+  memory dst(row_major(k, m, memory::data_type::f32), cpu_engine(), out.data_ptr());
   dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
   return out;
 }

@@ -63,6 +63,7 @@ struct StepProblem {
   int64_t gate_width;   // G*H: columns of the step's GEMM
   int64_t state_width;  // P: its inner dimension
   bool dense;           // whether a step has a GEMM at all
+  at::ScalarType dtype;
 };
 
 namespace layer_detail {
@@ -308,7 +309,7 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
                                   "layer_forward", [&] {
     using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
-    const StepProblem problem{s.batch, G * H, s.state, dense};
+    const StepProblem problem{s.batch, G * H, s.state, dense, args.input.scalar_type()};
     Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
       Gemms gemms(args, w_hr, dense, /*forward=*/true, /*accumulate=*/false, end - begin,
                   schedule.steps());
@@ -409,7 +410,7 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "layer_backward", [&] {
     using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
-    const StepProblem problem{s.batch, G * H, s.state, dense};
+    const StepProblem problem{s.batch, G * H, s.state, dense, input.scalar_type()};
     Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
       // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}, unless a mask comes
       // between.
