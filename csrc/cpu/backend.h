@@ -137,10 +137,10 @@ class CPUNativeHalfGemm {
 };
 
 // A half type's per-step GEMM: native (CPUNativeHalfGemm) where native_gemm says so, else
-// float32's GEMM on the widened operands. A product of two half-type values is exact in float32 and the sum runs in
-// float32, so this computes what a half-type GEMM with float32 accumulation does (the result
-// rounded once to T), on the float32 units. The weight is widened once per object, each step's
-// rows as they come.
+// float32's GEMM on the widened operands. A product of two half-type values is exact in float32
+// and the sum runs in float32, so this computes what a half-type GEMM with float32 accumulation
+// does (the result rounded once to T), on the float32 units. The weight is widened once per
+// object, each step's rows as they come.
 template <typename T>
 class CPUWideningRecurrentGemm {
   using FloatGemm = typename CPURecurrentGemm<float>::type;

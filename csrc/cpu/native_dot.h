@@ -12,7 +12,8 @@ namespace rnnkernels {
 // float64. Without them ATen's GEMMs of the half types fall back to scalar loops, at 1-2% of
 // float32's speed on an AVX2 CPU (docs/DESIGN.md, "CPU backend"), so the backend widens their
 // operands to float32 instead. The environment variable RNNKERNELS_HALF_GEMM, read once, overrides
-// the choice: "native" (ATen's GEMMs) or "widened".
+// the choice: "native" (oneDNN's matmul, or ATen's GEMMs where this oneDNN has no kernels for
+// the type) or "widened".
 bool has_native_dot(c10::ScalarType type);
 
 // Whether `type`'s GEMMs run natively: always for float32 and float64; for the half types where

@@ -287,7 +287,7 @@ OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool trans
   const int64_t b_stride0 = transposed ? 1 : n, b_stride1 = transposed ? k : 1;
   m.alone = runs_alone(max_rows, k, n);
   const AloneScope scope(m.alone);
-  m.key = {max_rows, k,     n,       k,    1,    b_stride0, b_stride1, false, accumulate,
+  m.key = {max_rows, k, n, k, 1, b_stride0, b_stride1, false, accumulate,
            current_threads(), type, type, false};
   m.weights = memory(matrix(k, n, b_stride0, b_stride1, type), cpu_engine(), weight.data_ptr());
   // Copying reads and writes the weight once; a single step does not win that back.

@@ -59,11 +59,11 @@ struct LayerGrads {
 
 // A step's size, from which a backend picks its threading (csrc/cpu/backend.h).
 struct StepProblem {
-  int64_t batch;        // B: rows of the widest step
-  int64_t gate_width;   // G*H: columns of the step's GEMM
-  int64_t state_width;  // P: its inner dimension
-  bool dense;           // whether a step has a GEMM at all
-  at::ScalarType dtype;
+  int64_t batch;         // B: rows of the widest step
+  int64_t gate_width;    // G*H: columns of the step's GEMM
+  int64_t state_width;   // P: its inner dimension
+  bool dense;            // whether a step has a GEMM at all
+  at::ScalarType dtype;  // the layer's: how fast its GEMMs run
 };
 
 namespace layer_detail {
