@@ -142,11 +142,11 @@ class CPUNativeHalfGemm {
 // does (the result rounded once to T), on the float32 units. The weight is widened once per
 // object, each step's rows as they come.
 template <typename T>
-class CPUWideningRecurrentGemm {
+class CPUHalfRecurrentGemm {
   using FloatGemm = typename CPURecurrentGemm<float>::type;
 
  public:
-  CPUWideningRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
+  CPUHalfRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
                            int64_t steps, bool accumulate)
       : accumulate_(accumulate),
         k_(transposed ? weight.size(1) : weight.size(0)),
@@ -186,12 +186,12 @@ class CPUWideningRecurrentGemm {
 
 template <>
 struct CPURecurrentGemm<c10::BFloat16> {
-  using type = CPUWideningRecurrentGemm<c10::BFloat16>;
+  using type = CPUHalfRecurrentGemm<c10::BFloat16>;
 };
 
 template <>
 struct CPURecurrentGemm<c10::Half> {
-  using type = CPUWideningRecurrentGemm<c10::Half>;
+  using type = CPUHalfRecurrentGemm<c10::Half>;
 };
 
 struct CPUBackend {
@@ -222,7 +222,7 @@ struct CPUBackend {
     }
 #endif
     if (!native_gemm(a.scalar_type(), macs >= kMinNativeHalfWork)) {
-      // Widened as the per-step GEMMs are (CPUWideningRecurrentGemm); the bias rounds with the
+      // Widened as the per-step GEMMs are (CPUHalfRecurrentGemm); the bias rounds with the
       // product, as in a native GEMM with a bias.
       const at::Tensor wide_bias = bias.defined() ? bias.to(at::kFloat) : bias;
       return addmm(wide_bias, a.to(at::kFloat), b.to(at::kFloat)).to(a.scalar_type());
@@ -262,8 +262,7 @@ struct CPUBackend {
   // to 2^25.
   template <typename F>
   static void for_each_batch_slice(const StepProblem& problem, const F& body) {
-    const bool native_half = (problem.dtype == at::kBFloat16 || problem.dtype == at::kHalf) &&
-                             has_native_dot(problem.dtype);
+    const bool native_half = is_half(problem.dtype) && has_native_dot(problem.dtype);
     const int64_t max_sliced_step_macs = int64_t{1} << (native_half ? 25 : 22);
     const int64_t batch = problem.batch;
     // Multiply-adds of one step's recurrent GEMM over the whole batch (the forward's and the

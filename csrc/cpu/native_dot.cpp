@@ -47,7 +47,7 @@ bool has_native_dot(c10::ScalarType type) {
 }
 
 bool native_gemm(c10::ScalarType type, bool large) {
-  if (type != c10::kBFloat16 && type != c10::kHalf) return true;
+  if (!is_half(type)) return true;
   return has_native_dot(type) && (forced().has_value() || large);
 }
 

@@ -16,6 +16,11 @@ namespace rnnkernels {
 // the type) or "widened".
 bool has_native_dot(c10::ScalarType type);
 
+// Whether `type` is one of the half types, bfloat16 or float16.
+inline bool is_half(c10::ScalarType type) {
+  return type == c10::kBFloat16 || type == c10::kHalf;
+}
+
 // Whether `type`'s GEMMs run natively: always for float32 and float64; for the half types where
 // has_native_dot and the GEMMs are `large` enough to repay the native kernels' set-up, else the
 // widened ones win (RNNKERNELS_HALF_GEMM, when set, decides for every size).
