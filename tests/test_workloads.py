@@ -449,8 +449,8 @@ def test_float64_tanh_keeps_full_relative_precision():
 
 
 def test_float32_tanh_relative_precision():
-    """float32 computes tanh through an exp and a reciprocal, with tanh's series near 0: its
-    relative error stays within 1e-6 (about 8 ulp) over the whole range, sampled densely."""
+    """float32 computes tanh as a rational function: its relative error stays within 1e-6
+    (about 8 ulp) over the whole range, sampled densely, and it saturates to exactly +-1."""
     values = torch.logspace(-37, 1.2, 16000, dtype=torch.float64)
     worst = 0.0
     for chunk in torch.cat([values, -values]).split(800):
@@ -458,3 +458,36 @@ def test_float32_tanh_relative_precision():
         want = torch.tanh(x.double())
         worst = max(worst, ((got.double() - want).abs() / want.abs()).max().item())
     assert worst <= 1e-6, worst
+    # One value a call: the identity weight would spread an infinity as NaN over the others.
+    for value in [9.5, 30.0, float("inf")]:
+        assert _rnn_tanh_of(torch.tensor([value]), torch.float32)[0].item() == 1.0
+        assert _rnn_tanh_of(torch.tensor([-value]), torch.float32)[0].item() == -1.0
+
+
+def _lstm_sigmoid_of(values):
+    """sigmoid(values) in float32 through lstm_layer's kernel: one step from zero states and a
+    zero input, the values the input gate's bias and the cell gate's bias large, so
+    c_n = i * tanh(g) = i."""
+    units = values.numel()
+    b_ih = torch.zeros(4 * units)
+    b_ih[:units] = values.float()
+    b_ih[2 * units:3 * units] = 30.0
+    zeros = torch.zeros(1, units)
+    weights = torch.zeros(4 * units, units)
+    c_n = torch.ops.rnnkernels.lstm_layer(zeros, torch.tensor([1]), zeros, zeros, weights,
+                                          weights, b_ih, None, None, False, False)[2]
+    return c_n.reshape(-1), b_ih[:units]
+
+
+def test_float32_sigmoid_relative_precision():
+    """float32's sigmoid keeps its relative precision down to where it is about 1e-35, and maps
+    +-inf to exactly 1 and 0."""
+    values = torch.cat([torch.linspace(-80, 40, 24000, dtype=torch.float64),
+                        torch.logspace(-30, 0, 800, dtype=torch.float64)])
+    worst = 0.0
+    for chunk in values.split(800):
+        got, x = _lstm_sigmoid_of(chunk)
+        want = torch.sigmoid(x.double())
+        worst = max(worst, ((got.double() - want).abs() / want).max().item())
+    assert worst <= 1e-6, worst
+    assert _lstm_sigmoid_of(torch.tensor([float("inf"), float("-inf")]))[0].tolist() == [1.0, 0.0]
