@@ -18,6 +18,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <unistd.h>
 
 #include "../kernels/params.h"
 #include "../layer/aten_gemm.h"
@@ -194,6 +195,16 @@ struct CPURecurrentGemm<c10::Half> {
   using type = CPUHalfRecurrentGemm<c10::Half>;
 };
 
+// One core's L2 cache, as the C library reports it (0 where it does not).
+inline int64_t l2_cache_bytes() {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+  static const int64_t bytes = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
+  return bytes;
+#else
+  return 0;
+#endif
+}
+
 struct CPUBackend {
   // Instantiated for every cell of the list (csrc/kernels/cell_list.h) in pointwise.cpp.
   template <typename Cell, typename T>
@@ -259,7 +270,8 @@ struct CPUBackend {
   // the weight in cache, which wins for large steps: so a step of 2^22 multiply-adds or more
   // stays whole (docs/DESIGN.md, "CPU backend"), and so does a batch of one. A half type's
   // native GEMMs (AMX) run several times faster than float32's, which moves that point up
-  // to 2^25.
+  // to 2^25. Where the whole recurrent weight fits in half of a core's L2 cache, each thread
+  // keeps it there anyway, and a step is sliced at any size.
   template <typename F>
   static void for_each_batch_slice(const StepProblem& problem, const F& body) {
     const bool native_half = is_half(problem.dtype) && has_native_dot(problem.dtype);
@@ -269,9 +281,14 @@ struct CPUBackend {
     // backward's, whose GEMM has the transposed shape).
     const int64_t step_macs =
         problem.dense ? problem.batch * problem.gate_width * problem.state_width : 0;
+    // The weight as the GEMMs read it: a half type's widened to float32 unless native.
+    const at::ScalarType gemm_type =
+        is_half(problem.dtype) && !native_half ? at::kFloat : problem.dtype;
+    const int64_t weight_bytes = problem.gate_width * problem.state_width *
+                                 static_cast<int64_t>(c10::elementSize(gemm_type));
     int64_t slices =
         at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
-    if (step_macs >= max_sliced_step_macs) slices = 1;
+    if (step_macs >= max_sliced_step_macs && 2 * weight_bytes > l2_cache_bytes()) slices = 1;
     if (slices <= 1) {
       body(0, batch);
       return;
