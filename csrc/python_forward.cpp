@@ -1,11 +1,11 @@
 // The lean path of the LSTM, GRU and RNN modules' forward (rnnkernels/modules.py,
 // _Recurrent.forward). A plain call (tensors that are no subclass, torch.nn's argument
-// checks passing, no autocast, no JIT trace, no torch function mode) runs from here, in one
-// crossing from Python: torch.nn's checks, the zero states, unbatched input's views and the
-// multi-layer operator rnnkernels::stacked, called through the dispatcher so that autograd and
-// any dispatch mode apply as from Python. Any other call gets None back, and the module's Python
-// forward runs it, raising torch.nn's errors. The Python path costs a single step more than the
-// layer's own work (docs/DESIGN.md, "The lean path").
+// checks passing, no JIT trace, no torch function mode, no autocast but for the RNN's) runs
+// from here, in one crossing from Python: torch.nn's checks, the zero states, unbatched input's
+// views, autocast's casts and the multi-layer operator rnnkernels::stacked, called through the
+// dispatcher so that autograd and any dispatch mode apply as from Python. Any other call gets
+// None back, and the module's Python forward runs it, raising torch.nn's errors. The Python
+// path costs a single step more than the layer's own work (docs/DESIGN.md, "The lean path").
 #include "python_forward.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
@@ -66,6 +66,25 @@ std::optional<std::vector<at::Tensor>> initial_states(
     states.push_back(*state);
   }
   return states;
+}
+
+// functional.autocast_dtype's: the dtype autocast runs `input`'s layer in, or none where
+// autocast is off for its device or casts no such tensor (it casts floating ones but float64).
+std::optional<at::ScalarType> autocast_dtype(const at::Tensor& input) {
+  const c10::DeviceType device = input.device().type();
+  if (!input.is_floating_point() || input.scalar_type() == at::kDouble ||
+      !at::autocast::is_autocast_available(device) ||
+      !at::autocast::is_autocast_enabled(device)) {
+    return std::nullopt;
+  }
+  return at::autocast::get_autocast_dtype(device);
+}
+
+// functional.autocast_cast's, of one tensor: a differentiable cast where autocast would cast.
+void autocast_cast(at::Tensor& tensor, at::ScalarType dtype) {
+  if (tensor.is_floating_point() && tensor.scalar_type() != at::kDouble) {
+    tensor = tensor.to(dtype);
+  }
 }
 
 // A string literal as a template argument, for key<"name">() (converted implicitly from it).
@@ -165,10 +184,13 @@ py::object forward(py::handle module, const std::string& cell, py::handle input_
                    py::handle hx) {
   const at::Tensor* input = plain_tensor(input_object);
   if (input == nullptr || at::impl::torch_function_mode_enabled() ||
-      torch::jit::tracer::isTracing() ||
-      at::autocast::is_autocast_enabled(input->device().type())) {
+      torch::jit::tracer::isTracing()) {
     return py::none();
   }
+  // Under autocast, only the Elman RNN: its results come out in the autocast dtype, as torch.nn's
+  // do. The others' result dtypes follow rules of their own, which functional.py applies.
+  const std::optional<at::ScalarType> autocast = autocast_dtype(*input);
+  if (autocast.has_value() && cell != "rnn_tanh" && cell != "rnn_relu") return py::none();
   const std::optional<Attributes> attributes = Attributes::of(module);
   if (!attributes.has_value()) return py::none();
   const Attributes& a = *attributes;
@@ -187,19 +209,23 @@ py::object forward(py::handle module, const std::string& cell, py::handle input_
 
   const bool batched = dims == 3;
   const int64_t batch_dim = a.batch_first ? 0 : 1;
-  const at::Tensor batched_input = batched ? *input : input->unsqueeze(batch_dim);
+  at::Tensor batched_input = batched ? *input : input->unsqueeze(batch_dim);
   const int64_t layers = a.num_layers * (a.bidirectional ? 2 : 1);
   const int64_t batch = batched_input.size(batch_dim);
   std::vector<std::vector<int64_t>> shapes{
       {layers, batch, a.proj_size > 0 ? a.proj_size : a.hidden_size}};
   if (cell == "lstm") shapes.push_back({layers, batch, a.hidden_size});
-  const std::optional<std::vector<at::Tensor>> states =
-      initial_states(hx, *input, batched, shapes);
+  std::optional<std::vector<at::Tensor>> states = initial_states(hx, *input, batched, shapes);
   if (!states.has_value()) return py::none();
+  if (autocast.has_value()) {
+    autocast_cast(batched_input, *autocast);
+    for (at::Tensor& state : *states) autocast_cast(state, *autocast);
+    for (at::Tensor& weight : weights) autocast_cast(weight, *autocast);
+  }
 
   auto [output, finals] =
-      ops::stacked(cell, batched_input, std::nullopt, *states, weights, {}, a.bias,
-                   a.num_layers, a.dropout, a.training, a.bidirectional, a.batch_first);
+      ops::stacked(cell, batched_input, std::nullopt, *states, weights, {}, a.bias, a.num_layers,
+                   a.dropout, a.training, a.bidirectional, a.batch_first);
   if (!batched) {
     output = output.squeeze(batch_dim);
     for (at::Tensor& final : finals) final = final.squeeze(1);

@@ -252,6 +252,39 @@ def test_lean_path_gives_the_python_paths_results(case, make_pair, monkeypatch):
         assert torch.equal(lean_grads[name], python_grads[name]), name
 
 
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("batched, hx", [(True, None), (True, "f32"), (False, "f32"),
+                                         (True, "f64")])
+def test_lean_path_under_autocast_gives_the_python_paths_results(kind, batched, hx, make_pair,
+                                                                 monkeypatch):
+    """The RNN takes the lean path under autocast too: its casts, results (dtypes included)
+    and gradients into the float32 leaves are the Python path's, bit for bit. A float64 module
+    and input, which autocast leaves alone, stay float64."""
+    name, extra = LAYERS[kind]
+    dtype = torch.float64 if hx == "f64" else torch.float32
+    _, ours = make_pair(name, 5, 7, num_layers=2, dtype=dtype, **extra)
+    x = torch.randn(4, 3, 5, dtype=dtype) if batched else torch.randn(4, 5, dtype=dtype)
+    h0 = None if hx is None else torch.randn((2, 3, 7) if batched else (2, 7), dtype=dtype)
+    leaves = {"input": x.requires_grad_(), **dict(ours.named_parameters())}
+    if h0 is not None:
+        leaves["h0"] = h0.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _lean(ours, x, h0) is not None
+        lean = ours(x, h0)
+        with monkeypatch.context() as patch:
+            patch.setattr(ours, "_lean_cell", lambda: None)
+            python = ours(x, h0)
+    assert [t.dtype for t in lean] == [t.dtype for t in python]
+    assert lean[0].dtype == (torch.float64 if hx == "f64" else torch.bfloat16)
+    for got, want in zip(lean, python):
+        assert got.shape == want.shape and torch.equal(got, want)
+    weights = _loss_weights(python)
+    lean_grads = _weighted_grads(lean, weights, leaves)
+    python_grads = _weighted_grads(python, weights, leaves)
+    for leaf, grad in lean_grads.items():
+        assert grad.dtype == dtype and torch.equal(grad, python_grads[leaf]), leaf
+
+
 class _Subclass(torch.Tensor):
     pass
 
@@ -265,8 +298,8 @@ class _PassThrough(torch.overrides.TorchFunctionMode):
 def test_lean_path_leaves_other_calls_to_the_python_path(kind, make_pair):
     """The lean path declines, for the Python path to run or reject as torch.nn does: packed
     input, tensor subclasses, wrong dimensions, sizes, dtypes or state shapes, an empty batch,
-    autocast, a torch function mode, a JIT trace, and a weight swapped in since _flat_weights
-    was listed (as torch.func.functional_call does)."""
+    autocast (but for the RNN's), a torch function mode, a JIT trace, and a weight swapped in
+    since _flat_weights was listed (as torch.func.functional_call does)."""
     name, extra = LAYERS[kind]
     _, module = make_pair(name, 5, 7, **extra)
     x = torch.randn(4, 3, 5)
@@ -289,7 +322,7 @@ def test_lean_path_leaves_other_calls_to_the_python_path(kind, make_pair):
     for args in declined:
         assert _lean(module, *args) is None
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert _lean(module, x) is None
+        assert (_lean(module, x) is None) == (kind in ("lstm", "gru"))
     with _PassThrough():
         assert _lean(module, x) is None
     traced = []
