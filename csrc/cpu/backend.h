@@ -148,7 +148,7 @@ class CPUHalfRecurrentGemm {
 
  public:
   CPUHalfRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
-                           int64_t steps, bool accumulate)
+                       int64_t steps, bool accumulate)
       : accumulate_(accumulate),
         k_(transposed ? weight.size(1) : weight.size(0)),
         n_(transposed ? weight.size(0) : weight.size(1)) {
