@@ -29,13 +29,13 @@ namespace rnnkernels {
 namespace RNNKERNELS_ISA {
 namespace {
 
-// Activations on a whole at::vec::Vectorized at once.
+// Activations on a whole at::vec::Vectorized at once, always inlined (see Pair).
 struct VecMath {
   // at::vec's inline polynomial exp (float: at most 20 ulp; double: Sleef's exp), several times
   // cheaper than Sleef's float exp, a function call. It would turn NaN into a number, so NaN
   // lanes are put back.
   template <typename V>
-  static V exp(V x) { return V::blendv(x.exp_u20(), x, x.isnan()); }
+  C10_ALWAYS_INLINE static V exp(V x) { return V::blendv(x.exp_u20(), x, x.isnan()); }
 #if defined(CPU_CAPABILITY_AVX512)
   // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2: a degree-5 polynomial for exp(r)
   // (coefficients fitted here for relative error, 9e-8 on that interval) and the hardware's
@@ -43,7 +43,7 @@ struct VecMath {
   // exp_u20's instructions; relative error 4e-7, measured over [-87, 88]. x is clamped first:
   // for infinite x, n would be infinite and r NaN. The clamp takes x as the second operand,
   // which vmaxps and vminps return when either is NaN.
-  static at::vec::Vectorized<float> exp(at::vec::Vectorized<float> x) {
+  C10_ALWAYS_INLINE static at::vec::Vectorized<float> exp(at::vec::Vectorized<float> x) {
     const __m512 clamped = _mm512_min_ps(_mm512_set1_ps(88.8f),
                                          _mm512_max_ps(_mm512_set1_ps(-104.f), x));
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504f)),
@@ -59,12 +59,12 @@ struct VecMath {
 #endif
   // 1 / d for the d >= 1 (or NaN) of sigmoid and tanh.
   template <typename V>
-  static V reciprocal(V d) { return V(1) / d; }
+  C10_ALWAYS_INLINE static V reciprocal(V d) { return V(1) / d; }
 #if defined(CPU_CAPABILITY_AVX512)
   // The hardware's 14-bit estimate and one Newton step, r (2 - d r): within about an ulp, at a
   // fraction of a division's cost. The step would make 1 / inf NaN: those lanes keep 0, so that
   // sigmoid(-inf) is exactly 0, as torch.nn's.
-  static at::vec::Vectorized<float> reciprocal(at::vec::Vectorized<float> d) {
+  C10_ALWAYS_INLINE static at::vec::Vectorized<float> reciprocal(at::vec::Vectorized<float> d) {
     const __m512 r = _mm512_rcp14_ps(d);
     const __m512 refined = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
     const __mmask16 infinite = _mm512_cmp_ps_mask(d, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
@@ -72,7 +72,7 @@ struct VecMath {
   }
 #endif
   template <typename V>
-  static V sigmoid(V x) { return reciprocal(V(1) + exp(x.neg())); }
+  C10_ALWAYS_INLINE static V sigmoid(V x) { return reciprocal(V(1) + exp(x.neg())); }
   // float: tanh(x) = x P(x^2) / Q(x^2), P and Q polynomials of degree 5 and 3, their
   // coefficients fitted here for relative error on [0, 8.5] (3.5e-8 in float64; 3.5e-7 measured
   // in float32, against 9e-7 for the form 2 sigmoid(2x) - 1 with tanh's series near 0 that it
@@ -82,7 +82,7 @@ struct VecMath {
   // at::vec::clamp keeps NaN. double: Sleef's tanh (1 ulp), full precision everywhere; double is
   // the precise path, not the fast one.
   template <typename V>
-  static V tanh(V x) {
+  C10_ALWAYS_INLINE static V tanh(V x) {
     if constexpr (std::is_same_v<V, at::vec::Vectorized<double>>) {
       return x.tanh();
     } else {
@@ -100,17 +100,23 @@ struct VecMath {
     }
   }
   template <typename V>
-  static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
+  C10_ALWAYS_INLINE static V relu(V x) { return at::vec::clamp_min(x, V(0)); }
   template <typename V>
-  static V relu_backward(V y, V dy) { return V::blendv(dy, V(0), y <= V(0)); }
+  C10_ALWAYS_INLINE static V relu_backward(V y, V dy) {
+    return V::blendv(dy, V(0), y <= V(0));
+  }
   // As cells::ScalarMath's: at::vec's minimum and maximum propagate NaN.
   template <typename V>
-  static V clip(V x, V bound) { return at::vec::minimum(at::vec::maximum(x, bound.neg()), bound); }
+  C10_ALWAYS_INLINE static V clip(V x, V bound) {
+    return at::vec::minimum(at::vec::maximum(x, bound.neg()), bound);
+  }
   template <typename V>
-  static V clip_backward(V x, V bound, V dy) { return V::blendv(dy, V(0), x.abs() > bound); }
+  C10_ALWAYS_INLINE static V clip_backward(V x, V bound, V dy) {
+    return V::blendv(dy, V(0), x.abs() > bound);
+  }
   // A layer norm's 1 / sqrt(x): at::vec's, a square root and a division.
   template <typename V>
-  static V rsqrt(V x) { return x.rsqrt(); }
+  C10_ALWAYS_INLINE static V rsqrt(V x) { return x.rsqrt(); }
 };
 
 // How the loops read and write T: a vector of T at a time for float and double; for the half
@@ -124,10 +130,10 @@ struct Lanes {
   using M = VecMath;
   static constexpr int64_t width = V::size();
   static_assert(at::vec::Vectorized<T>::size() == 2 * width);
-  static V load(const T* p, int64_t n) {
+  C10_ALWAYS_INLINE static V load(const T* p, int64_t n) {
     return std::get<0>(at::vec::convert_to_float<T>(at::vec::Vectorized<T>::loadu(p, n)));
   }
-  static void store(T* p, const V& v, int64_t n) {
+  C10_ALWAYS_INLINE static void store(T* p, const V& v, int64_t n) {
     at::vec::convert_from_float<T>(v, v).store(p, n);
   }
 };
@@ -137,8 +143,8 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
   using V = at::vec::Vectorized<T>;
   using M = VecMath;
   static constexpr int64_t width = V::size();
-  static V load(const T* p, int64_t n) { return n == width ? V::loadu(p) : V::loadu(p, n); }
-  static void store(T* p, const V& v, int64_t n) {
+  C10_ALWAYS_INLINE static V load(const T* p, int64_t n) { return n == width ? V::loadu(p) : V::loadu(p, n); }
+  C10_ALWAYS_INLINE static void store(T* p, const V& v, int64_t n) {
     if (n == width) {
       v.store(p);
     } else {
@@ -147,15 +153,48 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
   }
 };
 
+// Two vectors of units as one value, for the element-wise cells: every operation runs on both, so
+// each activation's chain of dependent instructions (two dozen, a latency apiece) has an
+// independent twin beside it, and the step's code is one inlined stretch (VecMath, cells.h's
+// RNNKERNELS_HD). Against one vector at a time with GCC's own inlining, bfloat16 inference at the
+// grid's mid shapes took 0.85-0.92x the time (docs/DESIGN.md, "CPU backend").
+template <typename V>
+struct Pair {
+  V a, b;
+  Pair() = default;
+  Pair(V a_, V b_) : a(a_), b(b_) {}
+  explicit Pair(typename V::value_type x) : a(x), b(x) {}
+  Pair operator+(const Pair& o) const { return {a + o.a, b + o.b}; }
+  Pair operator-(const Pair& o) const { return {a - o.a, b - o.b}; }
+  Pair operator*(const Pair& o) const { return {a * o.a, b * o.b}; }
+  Pair operator-() const { return {a.neg(), b.neg()}; }
+};
+
+// VecMath's functions on both vectors of a Pair.
+struct PairMath {
+#define RNNKERNELS_ON_BOTH(f)                            \
+  template <typename... P>                               \
+  C10_ALWAYS_INLINE static auto f(const P&... x) {       \
+    return Pair{VecMath::f(x.a...), VecMath::f(x.b...)}; \
+  }
+  RNNKERNELS_ON_BOTH(sigmoid)
+  RNNKERNELS_ON_BOTH(tanh)
+  RNNKERNELS_ON_BOTH(relu)
+  RNNKERNELS_ON_BOTH(relu_backward)
+  RNNKERNELS_ON_BOTH(clip)
+  RNNKERNELS_ON_BOTH(clip_backward)
+  RNNKERNELS_ON_BOTH(rsqrt)
+#undef RNNKERNELS_ON_BOTH
+};
+
 // Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. The chunks are
 // independent, so they split across threads, by rows and within rows (a batch of one still
 // splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread: a
 // chunk is a few dozen flops per lane. A split finds its first chunk's row by one division and
 // then steps along; a division per chunk cost the bfloat16 RNN (50, 128, 128) 2-15% of its
 // inference (docs/DESIGN.md, "CPU backend").
-template <typename T, typename Body>
+template <int64_t width, typename Body>
 void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
-  constexpr int64_t width = Lanes<T>::width;
   constexpr int64_t grain = 1024 / width;
   const int64_t chunks_per_row = (hidden + width - 1) / width;
   at::parallel_for(0, batch * chunks_per_row, grain, [&](int64_t begin, int64_t end) {
@@ -178,8 +217,31 @@ struct LanesIO {
   using Value = typename Lanes<T>::V;
   using Math = typename Lanes<T>::M;
   int64_t lanes;
-  Value load(const T* p) const { return Lanes<T>::load(p, lanes); }
-  void store(T* p, const Value& v) const { Lanes<T>::store(p, v, lanes); }
+  C10_ALWAYS_INLINE Value load(const T* p) const { return Lanes<T>::load(p, lanes); }
+  C10_ALWAYS_INLINE void store(T* p, const Value& v) const { Lanes<T>::store(p, v, lanes); }
+};
+
+// The same over a Pair of vectors: `lanes` consecutive units, up to twice a vector's width.
+template <typename T>
+struct PairIO {
+  using Value = Pair<typename Lanes<T>::V>;
+  using Math = PairMath;
+  static constexpr int64_t width = 2 * Lanes<T>::width;
+  int64_t lanes;
+  C10_ALWAYS_INLINE Value load(const T* p) const {
+    constexpr int64_t half = Lanes<T>::width;
+    if (lanes <= half) return {Lanes<T>::load(p, lanes), typename Lanes<T>::V(0)};
+    return {Lanes<T>::load(p, half), Lanes<T>::load(p + half, lanes - half)};
+  }
+  C10_ALWAYS_INLINE void store(T* p, const Value& v) const {
+    constexpr int64_t half = Lanes<T>::width;
+    if (lanes <= half) {
+      Lanes<T>::store(p, v.a, lanes);
+    } else {
+      Lanes<T>::store(p, v.a, half);
+      Lanes<T>::store(p + half, v.b, lanes - half);
+    }
+  }
 };
 
 // A row (csrc/kernels/step.h) on this thread: its positions are the row's chunks of lanes, in
@@ -233,9 +295,10 @@ void run(const typename Direction::template Params<T>& p) {
       }
     });
   } else {
-    for_each_chunk<T>(p.rows, p.hidden, [&](int64_t row, int64_t unit, int64_t lanes) {
-      Direction::template run<Cell>(Step<Cell, T, LanesIO<T>, Params>(p, row, unit,
-                                                                      LanesIO<T>{lanes}));
+    for_each_chunk<PairIO<T>::width>(p.rows, p.hidden, [&](int64_t row, int64_t unit,
+                                                            int64_t lanes) {
+      Direction::template run<Cell>(Step<Cell, T, PairIO<T>, Params>(p, row, unit,
+                                                                     PairIO<T>{lanes}));
     });
   }
 }

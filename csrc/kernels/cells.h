@@ -14,8 +14,14 @@
 
 #include <math.h>
 
+// Inlined everywhere: the CPU driver runs a cell's whole step as one stretch of vector code, in
+// which the activations of two vectors of units interleave (csrc/cpu/pointwise_kernels.h); left
+// to itself, GCC keeps some of these functions out of line and passes their vectors through
+// memory.
 #if defined(__CUDACC__)
 #define RNNKERNELS_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define RNNKERNELS_HD inline __attribute__((always_inline))
 #else
 #define RNNKERNELS_HD inline
 #endif
