@@ -57,15 +57,20 @@ DTYPES = {
 }
 # Both sides run the same math in the same order but for the activations (the CPU path's
 # vectorised exp and tanh for float32 and float64, a few ulp from the C library's) and, for
-# float32, the GEMMs (oneDNN against ATen's). The half types run scalar float math and ATen's
-# GEMMs on both sides: equal but for a last-bit rounding here and there. Each bound is far below
-# what a wrong index, gate or step makes.
+# float32, the GEMMs (oneDNN against ATen's). float16 runs float math and ATen's GEMMs on both
+# sides: equal but for a last-bit rounding here and there. Each bound is far below what a wrong
+# index, gate or step makes.
 TOL = {
     torch.float64: dict(rtol=1e-12, atol=1e-12),
     torch.float32: dict(rtol=5e-5, atol=5e-5),
     torch.float16: dict(rtol=1e-3, atol=1e-3),
-    torch.bfloat16: dict(rtol=1e-2, atol=1e-2),
 }
+# bfloat16: the CPU path's activations are coarser float32 math, within 2e-4 before the rounding
+# to 8 bits (csrc/cpu/pointwise_kernels.h), so now and then a stored value rounds to the other
+# neighbour, and the recurrence and the gradients' sums carry that on. Measured over every case,
+# elements differed by up to 1.7% of their result's largest magnitude, some by more than their
+# own size where they are near 0. The bound: 2.5% of that magnitude, for every element.
+BFLOAT16_TOL_OF_LARGEST = 2.5e-2
 # The layer-normalised cells' float16 bound: their norms' sums run in another order on the two
 # sides (the CPU driver's row in turn, a block's tree in shared memory), so a saved normalised
 # value now and then rounds to the other neighbouring half, and one weight gradient element in
@@ -214,7 +219,13 @@ def test_emulated_kernels_match_cpu(emulated, cell, reverse, dtype, grid):
     assert len(got) == len(want)
     for index, (g, w) in enumerate(zip(got, want)):
         assert g.dtype == w.dtype and g.shape == w.shape, index
-        tolerance = LAYER_NORM_TOL.get(dtype, TOL[dtype]) if cell in LAYER_NORM else TOL[dtype]
+        if dtype == torch.bfloat16:
+            largest = w.abs().max().item() if w.numel() else 0.0
+            tolerance = dict(rtol=0.0, atol=BFLOAT16_TOL_OF_LARGEST * largest)
+        elif cell in LAYER_NORM:
+            tolerance = LAYER_NORM_TOL.get(dtype, TOL[dtype])
+        else:
+            tolerance = TOL[dtype]
         torch.testing.assert_close(g, w, **tolerance, msg=lambda m: f"result {index}: {m}")
 
 

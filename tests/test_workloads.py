@@ -464,16 +464,15 @@ def test_float32_tanh_relative_precision():
         assert _rnn_tanh_of(torch.tensor([-value]), torch.float32)[0].item() == -1.0
 
 
-def _lstm_sigmoid_of(values):
-    """sigmoid(values) in float32 through lstm_layer's kernel: one step from zero states and a
-    zero input, the values the input gate's bias and the cell gate's bias large, so
-    c_n = i * tanh(g) = i."""
+def _lstm_sigmoid_of(values, dtype=torch.float32):
+    """sigmoid(values) through lstm_layer's kernel: one step from zero states and a zero input,
+    the values the input gate's bias and the cell gate's bias large, so c_n = i * tanh(g) = i."""
     units = values.numel()
-    b_ih = torch.zeros(4 * units)
-    b_ih[:units] = values.float()
+    b_ih = torch.zeros(4 * units, dtype=dtype)
+    b_ih[:units] = values.to(dtype)
     b_ih[2 * units:3 * units] = 30.0
-    zeros = torch.zeros(1, units)
-    weights = torch.zeros(4 * units, units)
+    zeros = torch.zeros(1, units, dtype=dtype)
+    weights = torch.zeros(4 * units, units, dtype=dtype)
     c_n = torch.ops.rnnkernels.lstm_layer(zeros, torch.tensor([1]), zeros, zeros, weights,
                                           weights, b_ih, None, None, False, False)[2]
     return c_n.reshape(-1), b_ih[:units]
@@ -491,3 +490,35 @@ def test_float32_sigmoid_relative_precision():
         worst = max(worst, ((got.double() - want).abs() / want).max().item())
     assert worst <= 1e-6, worst
     assert _lstm_sigmoid_of(torch.tensor([float("inf"), float("-inf")]))[0].tolist() == [1.0, 0.0]
+
+
+def _excess_over_bfloat16_rounding(got, x, exact):
+    """How far bfloat16 results lie beyond half a bfloat16 ulp from the exact values, relative to
+    them: at most the relative error of the float32 math before the rounding."""
+    want = exact(x.double())
+    half_ulp = 2.0 ** (torch.floor(torch.log2(want.abs())) - 8)
+    return (((got.double() - want).abs() - half_ulp) / want.abs()).max().item()
+
+
+def test_bfloat16_activations_are_within_2e_4_before_their_rounding():
+    """bfloat16's steps run coarser float32 activations (within 2e-4, a tenth of bfloat16's
+    half-ulp or less): every result is the exact one, or a neighbour whose rounding boundary
+    lies within 2e-4 of it; tanh and sigmoid saturate exactly as float32's."""
+    values = torch.logspace(-37, 1.2, 16000, dtype=torch.float64)
+    worst = 0.0
+    for chunk in torch.cat([values, -values]).split(800):
+        got, x = _rnn_tanh_of(chunk, torch.bfloat16)
+        worst = max(worst, _excess_over_bfloat16_rounding(got, x, torch.tanh))
+    assert worst <= 2e-4, worst
+    values = torch.cat([torch.linspace(-80, 40, 24000, dtype=torch.float64),
+                        torch.logspace(-30, 0, 800, dtype=torch.float64)])
+    worst = 0.0
+    for chunk in values.split(800):
+        got, x = _lstm_sigmoid_of(chunk, torch.bfloat16)
+        worst = max(worst, _excess_over_bfloat16_rounding(got, x, torch.sigmoid))
+    assert worst <= 2e-4, worst
+    for value in [9.5, 30.0, float("inf")]:
+        assert _rnn_tanh_of(torch.tensor([value]), torch.bfloat16)[0].item() == 1.0
+        assert _rnn_tanh_of(torch.tensor([-value]), torch.bfloat16)[0].item() == -1.0
+    special = torch.tensor([float("inf"), float("-inf")])
+    assert _lstm_sigmoid_of(special, torch.bfloat16)[0].tolist() == [1.0, 0.0]

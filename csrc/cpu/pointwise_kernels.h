@@ -29,7 +29,12 @@ namespace rnnkernels {
 namespace RNNKERNELS_ISA {
 namespace {
 
-// Activations on a whole at::vec::Vectorized at once, always inlined (see Pair).
+// Activations on a whole at::vec::Vectorized at once, always inlined (see Pair). kCoarse: for
+// bfloat16's steps, whose every stored value is rounded to 8 bits, float32 math within 2e-4
+// relative, a tenth of that rounding's half-ulp or less, at two thirds of the instructions;
+// float16, with 11 bits, and float32 get the precise math. Against float64, bfloat16 layers'
+// errors did not change measurably (docs/DESIGN.md, "CPU backend").
+template <bool kCoarse>
 struct VecMath {
   // at::vec's inline polynomial exp (float: at most 20 ulp; double: Sleef's exp), several times
   // cheaper than Sleef's float exp, a function call. It would turn NaN into a number, so NaN
@@ -38,7 +43,8 @@ struct VecMath {
   C10_ALWAYS_INLINE static V exp(V x) { return V::blendv(x.exp_u20(), x, x.isnan()); }
 #if defined(CPU_CAPABILITY_AVX512)
   // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2: a degree-5 polynomial for exp(r)
-  // (coefficients fitted here for relative error, 9e-8 on that interval) and the hardware's
+  // (coefficients fitted here for relative error, 9e-8 on that interval; coarse: degree 3,
+  // 1.0e-4) and the hardware's
   // scalef for the 2^n, which makes overflow inf and underflow 0 and keeps NaN. Half of
   // exp_u20's instructions; relative error 4e-7, measured over [-87, 88]. x is clamped first:
   // for infinite x, n would be infinite and r NaN. The clamp takes x as the second operand,
@@ -49,10 +55,16 @@ struct VecMath {
     const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(clamped, _mm512_set1_ps(1.44269504f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147181f), clamped);
-    __m512 p = _mm512_fmadd_ps(r, _mm512_set1_ps(0.00829024f), _mm512_set1_ps(0.04189778f));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.16667636f));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.49999151f));
-    p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.99999971f));
+    __m512 p;
+    if constexpr (kCoarse) {
+      p = _mm512_fmadd_ps(r, _mm512_set1_ps(0.16517556f), _mm512_set1_ps(0.50412376f));
+      p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(1.00019555f));
+    } else {
+      p = _mm512_fmadd_ps(r, _mm512_set1_ps(0.00829024f), _mm512_set1_ps(0.04189778f));
+      p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.16667636f));
+      p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.49999151f));
+      p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(0.99999971f));
+    }
     p = _mm512_fmadd_ps(r, p, _mm512_set1_ps(1.f));
     return _mm512_scalef_ps(p, n);
   }
@@ -61,11 +73,12 @@ struct VecMath {
   template <typename V>
   C10_ALWAYS_INLINE static V reciprocal(V d) { return V(1) / d; }
 #if defined(CPU_CAPABILITY_AVX512)
-  // The hardware's 14-bit estimate and one Newton step, r (2 - d r): within about an ulp, at a
-  // fraction of a division's cost. The step would make 1 / inf NaN: those lanes keep 0, so that
-  // sigmoid(-inf) is exactly 0, as torch.nn's.
+  // The hardware's 14-bit estimate (coarse: alone, within 6.1e-5 relative) and one Newton step,
+  // r (2 - d r): within about an ulp, at a fraction of a division's cost. The step would make
+  // 1 / inf NaN: those lanes keep 0, so that sigmoid(-inf) is exactly 0, as torch.nn's.
   C10_ALWAYS_INLINE static at::vec::Vectorized<float> reciprocal(at::vec::Vectorized<float> d) {
     const __m512 r = _mm512_rcp14_ps(d);
+    if constexpr (kCoarse) return r;
     const __m512 refined = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.f)));
     const __mmask16 infinite = _mm512_cmp_ps_mask(d, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ);
     return _mm512_mask_blend_ps(infinite, refined, _mm512_setzero_ps());
@@ -79,12 +92,21 @@ struct VecMath {
   // replaces, at half the instructions). Q >= 1: one reciprocal. Past 8.5 the fraction grows
   // above 1 (by 5e-6 at 9.5, where x is clamped), so the clamp of the result to [-1, 1] makes
   // tanh exactly +-1 from there on, as torch.tanh's float is from about 9, and +-inf map to +-1.
-  // at::vec::clamp keeps NaN. double: Sleef's tanh (1 ulp), full precision everywhere; double is
-  // the precise path, not the fast one.
+  // at::vec::clamp keeps NaN. Coarse: P and Q of degree 2, fitted on [0, 5] (8.1e-5 in float32;
+  // the fraction passes 1 at 5.06, where tanh is within 1e-4 of it). double: Sleef's tanh
+  // (1 ulp), full precision everywhere; double is the precise path, not the fast one.
   template <typename V>
   C10_ALWAYS_INLINE static V tanh(V x) {
     if constexpr (std::is_same_v<V, at::vec::Vectorized<double>>) {
       return x.tanh();
+    } else if constexpr (kCoarse) {
+      const V c = at::vec::clamp(x, V(-9.5f), V(9.5f));
+      const V t = c * c;
+      V p = at::vec::fmadd(t, V(6.7079009e-04f), V(1.0242555e-01f));
+      p = at::vec::fmadd(t, p, V(9.9994867e-01f));
+      V q = at::vec::fmadd(t, V(1.2822197e-02f), V(4.3544168e-01f));
+      q = at::vec::fmadd(t, q, V(1.f));
+      return at::vec::clamp(c * p * reciprocal(q), V(-1.f), V(1.f));
     } else {
       const V c = at::vec::clamp(x, V(-9.5f), V(9.5f));
       const V t = c * c;
@@ -127,7 +149,7 @@ struct VecMath {
 template <typename T, typename Enable = void>
 struct Lanes {
   using V = at::vec::Vectorized<float>;
-  using M = VecMath;
+  using M = VecMath<std::is_same_v<T, c10::BFloat16>>;
   static constexpr int64_t width = V::size();
   static_assert(at::vec::Vectorized<T>::size() == 2 * width);
   C10_ALWAYS_INLINE static V load(const T* p, int64_t n) {
@@ -141,9 +163,11 @@ struct Lanes {
 template <typename T>
 struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, double>>> {
   using V = at::vec::Vectorized<T>;
-  using M = VecMath;
+  using M = VecMath<false>;
   static constexpr int64_t width = V::size();
-  C10_ALWAYS_INLINE static V load(const T* p, int64_t n) { return n == width ? V::loadu(p) : V::loadu(p, n); }
+  C10_ALWAYS_INLINE static V load(const T* p, int64_t n) {
+    return n == width ? V::loadu(p) : V::loadu(p, n);
+  }
   C10_ALWAYS_INLINE static void store(T* p, const V& v, int64_t n) {
     if (n == width) {
       v.store(p);
@@ -170,12 +194,13 @@ struct Pair {
   Pair operator-() const { return {a.neg(), b.neg()}; }
 };
 
-// VecMath's functions on both vectors of a Pair.
+// Math's functions (a VecMath) on both vectors of a Pair.
+template <typename Math>
 struct PairMath {
 #define RNNKERNELS_ON_BOTH(f)                            \
   template <typename... P>                               \
   C10_ALWAYS_INLINE static auto f(const P&... x) {       \
-    return Pair{VecMath::f(x.a...), VecMath::f(x.b...)}; \
+    return Pair{Math::f(x.a...), Math::f(x.b...)};       \
   }
   RNNKERNELS_ON_BOTH(sigmoid)
   RNNKERNELS_ON_BOTH(tanh)
@@ -225,7 +250,7 @@ struct LanesIO {
 template <typename T>
 struct PairIO {
   using Value = Pair<typename Lanes<T>::V>;
-  using Math = PairMath;
+  using Math = PairMath<typename Lanes<T>::M>;
   static constexpr int64_t width = 2 * Lanes<T>::width;
   int64_t lanes;
   C10_ALWAYS_INLINE Value load(const T* p) const {
