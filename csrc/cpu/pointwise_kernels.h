@@ -141,11 +141,12 @@ struct VecMath {
   C10_ALWAYS_INLINE static V rsqrt(V x) { return x.rsqrt(); }
 };
 
-// How the loops read and write T: a vector of T at a time for float and double; for the half
-// types a vector of float, converted on load and store, so their activations run as float's. The
-// conversions are vector instructions on a half-type vector (twice float's lanes) of which the
-// low half is used: at::vec::convert between arrays takes a scalar loop below a full half-type
-// vector, which made the bfloat16 LSTM's pointwise step 4x slower than float32's.
+// How the loops read and write T, a vector or a pair of vectors at a time: vectors of T for float
+// and double; for the half types vectors of float, converted on load and store, so their
+// activations run as float's. The conversions are vector instructions on a half-type vector, which
+// holds twice float's lanes: a pair converts one whole, a single vector its low half. at::vec::
+// convert between arrays takes a scalar loop below a full half-type vector, which made the
+// bfloat16 LSTM's pointwise step 4x slower than float32's.
 template <typename T, typename Enable = void>
 struct Lanes {
   using V = at::vec::Vectorized<float>;
@@ -157,6 +158,18 @@ struct Lanes {
   }
   C10_ALWAYS_INLINE static void store(T* p, const V& v, int64_t n) {
     at::vec::convert_from_float<T>(v, v).store(p, n);
+  }
+  C10_ALWAYS_INLINE static std::tuple<V, V> load_pair(const T* p, int64_t n) {
+    using H = at::vec::Vectorized<T>;
+    return at::vec::convert_to_float<T>(n == H::size() ? H::loadu(p) : H::loadu(p, n));
+  }
+  C10_ALWAYS_INLINE static void store_pair(T* p, const V& a, const V& b, int64_t n) {
+    const at::vec::Vectorized<T> v = at::vec::convert_from_float<T>(a, b);
+    if (n == v.size()) {
+      v.store(p);
+    } else {
+      v.store(p, n);
+    }
   }
 };
 
@@ -173,6 +186,18 @@ struct Lanes<T, std::enable_if_t<std::is_same_v<T, float> || std::is_same_v<T, d
       v.store(p);
     } else {
       v.store(p, n);
+    }
+  }
+  C10_ALWAYS_INLINE static std::tuple<V, V> load_pair(const T* p, int64_t n) {
+    if (n <= width) return {load(p, n), V(0)};
+    return {load(p, width), load(p + width, n - width)};
+  }
+  C10_ALWAYS_INLINE static void store_pair(T* p, const V& a, const V& b, int64_t n) {
+    if (n <= width) {
+      store(p, a, n);
+    } else {
+      store(p, a, width);
+      store(p + width, b, n - width);
     }
   }
 };
@@ -254,18 +279,11 @@ struct PairIO {
   static constexpr int64_t width = 2 * Lanes<T>::width;
   int64_t lanes;
   C10_ALWAYS_INLINE Value load(const T* p) const {
-    constexpr int64_t half = Lanes<T>::width;
-    if (lanes <= half) return {Lanes<T>::load(p, lanes), typename Lanes<T>::V(0)};
-    return {Lanes<T>::load(p, half), Lanes<T>::load(p + half, lanes - half)};
+    const auto [a, b] = Lanes<T>::load_pair(p, lanes);
+    return {a, b};
   }
   C10_ALWAYS_INLINE void store(T* p, const Value& v) const {
-    constexpr int64_t half = Lanes<T>::width;
-    if (lanes <= half) {
-      Lanes<T>::store(p, v.a, lanes);
-    } else {
-      Lanes<T>::store(p, v.a, half);
-      Lanes<T>::store(p + half, v.b, lanes - half);
-    }
+    Lanes<T>::store_pair(p, v.a, v.b, lanes);
   }
 };
 
