@@ -43,12 +43,11 @@ struct VecMath {
   C10_ALWAYS_INLINE static V exp(V x) { return V::blendv(x.exp_u20(), x, x.isnan()); }
 #if defined(CPU_CAPABILITY_AVX512)
   // exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln(2) / 2: a degree-5 polynomial for exp(r)
-  // (coefficients fitted here for relative error, 9e-8 on that interval; coarse: degree 3,
-  // 1.0e-4) and the hardware's
-  // scalef for the 2^n, which makes overflow inf and underflow 0 and keeps NaN. Half of
-  // exp_u20's instructions; relative error 4e-7, measured over [-87, 88]. x is clamped first:
-  // for infinite x, n would be infinite and r NaN. The clamp takes x as the second operand,
-  // which vmaxps and vminps return when either is NaN.
+  // (coefficients fitted here for relative error, 9e-8 on that interval; coarse: degree 3, 1.0e-4)
+  // and the hardware's scalef for the 2^n, which makes overflow inf and underflow 0 and keeps
+  // NaN. Half of exp_u20's instructions; relative error 4e-7, measured over [-87, 88]. x is
+  // clamped first: for infinite x, n would be infinite and r NaN. The clamp takes x as the second
+  // operand, which vmaxps and vminps return when either is NaN.
   C10_ALWAYS_INLINE static at::vec::Vectorized<float> exp(at::vec::Vectorized<float> x) {
     const __m512 clamped = _mm512_min_ps(_mm512_set1_ps(88.8f),
                                          _mm512_max_ps(_mm512_set1_ps(-104.f), x));
