@@ -236,10 +236,10 @@ struct PairMath {
 #undef RNNKERNELS_ON_BOTH
 };
 
-// Calls body(row, unit, lanes) for every `lanes`-wide chunk of every row. The chunks are
-// independent, so they split across threads, by rows and within rows (a batch of one still
-// splits). The grain, in chunks, keeps a split's work well above the cost of waking a thread: a
-// chunk is a few dozen flops per lane. A split finds its first chunk's row by one division and
+// Calls body(row, unit, lanes) for every chunk of `width` units (the last of a row narrower) of
+// every row. The chunks are independent, so they split across threads, by rows and within rows
+// (a batch of one still splits). The grain, 1024 units in whole chunks, keeps a split's work well
+// above the cost of waking a thread: a unit is a few dozen flops. A split finds its first chunk's row by one division and
 // then steps along; a division per chunk cost the bfloat16 RNN (50, 128, 128) 2-15% of its
 // inference (docs/DESIGN.md, "CPU backend").
 template <int64_t width, typename Body>
@@ -324,7 +324,7 @@ class LanesRow : public RowBase<LanesIO<T>, Params> {
 
 // One direction's step of any cell: its element functions (csrc/kernels/traits.h) on every chunk
 // of units of every row, or, for a row-wise cell, on every row (in parallel over rows, with a
-// grain that keeps a split's work, in chunks, as for_each_chunk's).
+// grain that keeps a split's work, in units, as for_each_chunk's).
 template <typename Cell, typename Direction, typename T>
 void run(const typename Direction::template Params<T>& p) {
   using Params = typename Direction::template Params<T>;
