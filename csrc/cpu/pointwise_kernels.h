@@ -239,9 +239,9 @@ struct PairMath {
 // Calls body(row, unit, lanes) for every chunk of `width` units (the last of a row narrower) of
 // every row. The chunks are independent, so they split across threads, by rows and within rows
 // (a batch of one still splits). The grain, 1024 units in whole chunks, keeps a split's work well
-// above the cost of waking a thread: a unit is a few dozen flops. A split finds its first chunk's row by one division and
-// then steps along; a division per chunk cost the bfloat16 RNN (50, 128, 128) 2-15% of its
-// inference (docs/DESIGN.md, "CPU backend").
+// above the cost of waking a thread: a unit is a few dozen flops. A split finds its first
+// chunk's row by one division and then steps along; a division per chunk cost the bfloat16 RNN
+// (50, 128, 128) 2-15% of its inference (docs/DESIGN.md, "CPU backend").
 template <int64_t width, typename Body>
 void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
   constexpr int64_t grain = 1024 / width;
