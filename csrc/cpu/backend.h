@@ -65,12 +65,12 @@ constexpr int64_t kMaxSmallGemmRows = 2;
 // to repay one.
 class CPUFloatRecurrentGemm {
  public:
-  CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
-                        int64_t steps, bool accumulate) {
+  CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
+                        int64_t max_rows, int64_t steps, bool accumulate) {
     if (max_rows > kMaxSmallGemmRows && steps * max_rows * weight.numel() >= kMinOneDnnWork) {
-      onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
+      onednn_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
     } else {
-      small_.emplace(weight, transposed, max_rows, steps, accumulate);
+      small_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
     }
   }
 
@@ -109,15 +109,15 @@ constexpr int64_t kMaxWidenedHalfRows = 0;
 template <typename T>
 class CPUNativeHalfGemm {
  public:
-  CPUNativeHalfGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
-                    bool accumulate) {
+  CPUNativeHalfGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
+                    int64_t max_rows, int64_t steps, bool accumulate) {
 #ifdef RNNKERNELS_WITH_ONEDNN
     if (onednn_supports(weight.scalar_type())) {
-      onednn_.emplace(weight, transposed, max_rows, steps, accumulate);
+      onednn_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
       return;
     }
 #endif
-    aten_.emplace(weight, transposed, max_rows, steps, accumulate);
+    aten_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
   }
 
   void run(const T* a, T* c, int64_t rows) {
@@ -147,21 +147,22 @@ class CPUHalfRecurrentGemm {
   using FloatGemm = typename CPURecurrentGemm<float>::type;
 
  public:
-  CPUHalfRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows,
-                       int64_t steps, bool accumulate)
+  CPUHalfRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
+                       int64_t max_rows, int64_t steps, bool accumulate)
       : accumulate_(accumulate),
         k_(transposed ? weight.size(1) : weight.size(0)),
-        n_(transposed ? weight.size(0) : weight.size(1)) {
+        n_(transposed ? weight.size(0) : weight.size(1)),
+        a_stride_(a_stride) {
     if (native_gemm(c10::CppTypeToScalarType<T>::value,
                     max_rows > kMaxWidenedHalfRows &&
                         steps * max_rows * weight.numel() >= kMinNativeHalfWork)) {
-      native_.emplace(weight, transposed, max_rows, steps, accumulate);
+      native_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
       return;
     }
     weight_ = weight.to(at::kFloat).contiguous();
     a_ = at::empty({max_rows, k_}, weight_.options());
     c_ = at::empty({max_rows, n_}, weight_.options());
-    wide_.emplace(weight_, transposed, max_rows, steps, accumulate);
+    wide_.emplace(weight_, transposed, k_, max_rows, steps, accumulate);
   }
 
   void run(const T* a, T* c, int64_t rows) {
@@ -171,7 +172,9 @@ class CPUHalfRecurrentGemm {
     }
     float* a_wide = a_.data_ptr<float>();
     float* c_wide = c_.data_ptr<float>();
-    std::copy(a, a + rows * k_, a_wide);
+    for (int64_t row = 0; row < rows; ++row) {
+      std::copy(a + row * a_stride_, a + row * a_stride_ + k_, a_wide + row * k_);
+    }
     if (accumulate_) std::copy(c, c + rows * n_, c_wide);
     wide_->run(a_wide, c_wide, rows);
     std::copy(c_wide, c_wide + rows * n_, c);
@@ -179,7 +182,7 @@ class CPUHalfRecurrentGemm {
 
  private:
   bool accumulate_;
-  int64_t k_, n_;
+  int64_t k_, n_, a_stride_;
   std::optional<CPUNativeHalfGemm<T>> native_;
   at::Tensor weight_, a_, c_;  // the widened weight and one step's rows
   std::optional<FloatGemm> wide_;
@@ -224,6 +227,16 @@ struct CPUBackend {
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     return empty_pooled(sizes, options);
   }
+  // A buffer a weight gradient reads transposed (dW = g^T x). float32's rows are an odd number
+  // of cache lines apart: rows of a multiple of 1 KiB (the gates of H = 256, 512, 1024, ...),
+  // read down a column, fall into a few sets of the L1 cache, and oneDNN's matmul took such a g^T
+  // of 6400 x 2048 at 190 GFLOP/s, at 260 with rows of 2064. The half types' rows stay dense:
+  // their AMX kernels take no others (docs/DESIGN.md, "CPU backend").
+  static at::Tensor empty_rows(int64_t rows, int64_t width, const at::TensorOptions& options) {
+    if (options.dtype() != at::kFloat) return empty_pooled({rows, width}, options);
+    return empty_pooled({rows, padded_row_stride(width, sizeof(float))}, options)
+        .narrow(1, 0, width);
+  }
 
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
     const int64_t macs = a.size(0) * a.size(1) * b.size(1);
@@ -242,25 +255,6 @@ struct CPUBackend {
     if (onednn_supports(a.scalar_type())) return onednn_addmm(bias, a, b);  // the half types
 #endif
     return aten_addmm(bias, a, b);
-  }
-
-  // rows.t() for the left operand of a weight gradient, dW = g^T x: a contiguous copy where the
-  // rows are a multiple of 4 KiB long and so, read down a column, all fall into one set of the L1
-  // cache. oneDNN's matmul took such a transposed operand of 1600 x 1024 rows at 56-60 GFLOP/s
-  // against 131 contiguous. The copy (1.3-3.4 ms alone, 4-9 ms inside a layer's backward) costs
-  // less than it saves for rows of 4 KiB up to 16 MiB (LSTM (50, 32, 256) training 1.12x
-  // faster), about as much above, and more with rows of 2 or 3 KiB (docs/DESIGN.md, "CPU
-  // backend").
-  static at::Tensor transposed(const at::Tensor& rows) {
-#ifdef RNNKERNELS_WITH_ONEDNN
-    constexpr int64_t kMaxCopiedBytes = int64_t{16} << 20;
-    const int64_t row_bytes = rows.size(1) * static_cast<int64_t>(rows.element_size());
-    if (rows.scalar_type() == at::kFloat && rows.is_contiguous() && row_bytes % 4096 == 0 &&
-        static_cast<int64_t>(rows.nbytes()) <= kMaxCopiedBytes) {
-      return onednn_transpose(rows);
-    }
-#endif
-    return rows.t();
   }
 
   // The CPU's threading, from the step's size: one slice per thread, each walking every step of

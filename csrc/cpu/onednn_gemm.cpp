@@ -211,17 +211,6 @@ Matmul cached_matmul(const MatmulKey& key) {
   return cache.get(key);
 }
 
-// The row stride of the per-step GEMM's copy of its weight [k, n]: whole cache lines of 16
-// floats, an odd number of them. With a row stride of a multiple of 1 KiB (n = 256, 512, 768,
-// 1024, ...: the gate widths of the usual hidden sizes) the rows of a block of columns fall into
-// few cache sets, and oneDNN's matmul ran at half its speed or less, whether the weight was plain
-// or in the blocked layout it prefers (docs/DESIGN.md, "CPU backend").
-int64_t padded_row_stride(int64_t n) {
-  int64_t lines = (n + 15) / 16;
-  if (lines % 2 == 0) ++lines;
-  return lines * 16;
-}
-
 // `source` copied into a new memory of layout `layout`.
 memory reordered(const memory& source, const memory::desc& layout, dnnl::stream& stream) {
   memory copy(layout, cpu_engine());
@@ -253,14 +242,14 @@ struct OneDnnRecurrentGemmState {
     if (!slot) {
       MatmulKey step_key = key;
       step_key.m = rows;
-      step_key.a_stride0 = key.k;
       const Matmul matmul = cached_matmul(step_key);
       // A blocked layout is the primitive's choice, which may differ between row counts.
       const memory step_weights = matmul.weight == weights.get_desc()
                                       ? weights
                                       : reordered(weights, matmul.weight, stream);
       Step s{matmul.primitive,
-             memory(row_major(rows, key.k, key.type), cpu_engine(), DNNL_MEMORY_NONE),
+             memory(matrix(rows, key.k, key.a_stride0, 1, key.type), cpu_engine(),
+                    DNNL_MEMORY_NONE),
              memory(row_major(rows, key.n, key.type), cpu_engine(), DNNL_MEMORY_NONE),
              step_weights, std::vector<char>(matmul.scratchpad.get_size()), {}};
       s.args = {{DNNL_ARG_SRC, s.src}, {DNNL_ARG_WEIGHTS, s.weights}, {DNNL_ARG_DST, s.dst},
@@ -274,7 +263,8 @@ struct OneDnnRecurrentGemmState {
 
 template <typename T>
 OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed,
-                                            int64_t max_rows, int64_t steps, bool accumulate)
+                                            int64_t a_stride, int64_t max_rows, int64_t steps,
+                                            bool accumulate)
     : state_(std::make_unique<OneDnnRecurrentGemmState>()) {
   TORCH_CHECK(weight.scalar_type() == c10::CppTypeToScalarType<T>::value &&
                   weight.is_contiguous() && weight.dim() == 2,
@@ -287,13 +277,14 @@ OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool trans
   const int64_t b_stride0 = transposed ? 1 : n, b_stride1 = transposed ? k : 1;
   m.alone = runs_alone(max_rows, k, n);
   const AloneScope scope(m.alone);
-  m.key = {max_rows, k, n, k, 1, b_stride0, b_stride1, false, accumulate,
+  m.key = {max_rows, k, n, a_stride, 1, b_stride0, b_stride1, false, accumulate,
            current_threads(), type, type, false};
   m.weights = memory(matrix(k, n, b_stride0, b_stride1, type), cpu_engine(), weight.data_ptr());
   // Copying reads and writes the weight once; a single step does not win that back.
   if (steps > 1 && type == memory::data_type::f32) {
-    m.weights = reordered(m.weights, matrix(k, n, padded_row_stride(n), 1, type), m.stream);
-    m.key.b_stride0 = padded_row_stride(n);
+    const int64_t stride = padded_row_stride(n, sizeof(float));
+    m.weights = reordered(m.weights, matrix(k, n, stride, 1, type), m.stream);
+    m.key.b_stride0 = stride;
     m.key.b_stride1 = 1;
   } else if (steps > 1) {
     // The half types' kernels (AMX, AVX512-BF16) read the weight in a blocked layout: given a
@@ -352,11 +343,12 @@ Operand operand(const at::Tensor& t) {
 
 }  // namespace
 
-OneDnnSmallGemm::OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t /*max_rows*/,
-                                 int64_t /*steps*/, bool accumulate)
+OneDnnSmallGemm::OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
+                                 int64_t /*max_rows*/, int64_t /*steps*/, bool accumulate)
     : weight_(weight.data_ptr<float>()),
       k_(transposed ? weight.size(1) : weight.size(0)),
       n_(transposed ? weight.size(0) : weight.size(1)),
+      a_stride_(a_stride),
       transposed_(transposed),
       accumulate_(accumulate) {
   TORCH_CHECK(weight.scalar_type() == at::kFloat && weight.is_contiguous() && weight.dim() == 2,
@@ -369,8 +361,8 @@ void OneDnnSmallGemm::run(const float* a, float* c, int64_t rows) {
     if (!accumulate_) std::fill(c, c + rows * n_, 0.f);
     return;
   }
-  sgemm('N', transposed_ ? 'T' : 'N', rows, n_, k_, a, k_, weight_, transposed_ ? k_ : n_,
-        accumulate_ ? 1.f : 0.f, c);
+  sgemm('N', transposed_ ? 'T' : 'N', rows, n_, k_, a, a_stride_, weight_,
+        transposed_ ? k_ : n_, accumulate_ ? 1.f : 0.f, c);
 }
 
 at::Tensor onednn_small_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
@@ -454,20 +446,6 @@ at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::T
                  memory(row_major(1, n, bias_type), cpu_engine(), bias_row.data_ptr()));
   }
   matmul.primitive.execute(thread_stream(), args);
-  return out;
-}
-
-at::Tensor onednn_transpose(const at::Tensor& a) {
-  TORCH_CHECK(a.scalar_type() == at::kFloat && a.dim() == 2 && a.is_contiguous(),
-              "onednn_transpose: expected a contiguous float32 matrix");
-  const int64_t m = a.size(0), k = a.size(1);
-  at::Tensor out = empty_pooled({k, m}, a.options());
-  if (a.numel() == 0) return out;
-  // The same [k, m] matrix read through a's strides and written row-major: oneDNN's primitive
-  // cache keeps the reorder's kernel per shape.
-  memory src(matrix(k, m, 1, k, memory::data_type::f32), cpu_engine(), a.data_ptr());
-  memory dst(row_major(k, m, memory::data_type::f32), cpu_engine(), out.data_ptr());
-  dnnl::reorder(src, dst).execute(thread_stream(), src, dst);
   return out;
 }
 

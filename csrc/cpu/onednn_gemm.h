@@ -27,7 +27,8 @@ constexpr size_t kDefaultPrimitiveCacheCapacity = 1024;
 
 // The per-step GEMM of a recurrence: C[rows, n] = A[rows, k] op(W) (C += ... with `accumulate`),
 // for one fixed weight and a row count that changes from step to step (packed batches). A and C
-// are contiguous row-major; T is float, c10::BFloat16 or c10::Half.
+// are row-major, A's rows a_stride (k or more) apart, C's contiguous; T is float, c10::BFloat16
+// or c10::Half.
 //   weight: [n, k] used as W^T when `transposed` (x W^T, as in a linear layer), else [k, n].
 //   max_rows: the largest row count; steps: how many times it will run, which decides whether
 //   copying the weight (one pass over it) pays off: float32's into a padded row stride, the half
@@ -39,8 +40,8 @@ struct OneDnnRecurrentGemmState;
 template <typename T>
 class OneDnnRecurrentGemm {
  public:
-  OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
-                      bool accumulate);
+  OneDnnRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
+                      int64_t max_rows, int64_t steps, bool accumulate);
   ~OneDnnRecurrentGemm();
   OneDnnRecurrentGemm(const OneDnnRecurrentGemm&) = delete;
   OneDnnRecurrentGemm& operator=(const OneDnnRecurrentGemm&) = delete;
@@ -60,14 +61,14 @@ extern template class OneDnnRecurrentGemm<c10::Half>;
 // slower kernels than a matmul with a prepacked weight: for recurrences too small to repay one.
 class OneDnnSmallGemm {
  public:
-  OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t max_rows, int64_t steps,
-                  bool accumulate);
+  OneDnnSmallGemm(const at::Tensor& weight, bool transposed, int64_t a_stride, int64_t max_rows,
+                  int64_t steps, bool accumulate);
 
   void run(const float* a, float* c, int64_t rows);
 
  private:
   const float* weight_;
-  int64_t k_, n_;
+  int64_t k_, n_, a_stride_;
   bool transposed_, accumulate_;
 };
 
@@ -75,11 +76,6 @@ class OneDnnSmallGemm {
 // tensors (a and b of one dtype, the bias of any of these) of any 2-D strides (a transposed view
 // costs nothing). For the large once-per-layer GEMMs, and all of the half types'.
 at::Tensor onednn_addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
-
-// The transpose of a contiguous float32 matrix [m, k], as a contiguous [k, m], through a oneDNN
-// reorder. For the left operand of a weight gradient (g^T x): oneDNN's matmul runs a transposed
-// left operand at half the speed of a contiguous one at some shapes (docs/DESIGN.md).
-at::Tensor onednn_transpose(const at::Tensor& a);
 
 // Whether this oneDNN has matmul kernels for `type` on this CPU (float32 always; the half types
 // need AVX-512 at least), asked once per type.

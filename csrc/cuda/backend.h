@@ -74,7 +74,9 @@ struct KernelBackend {
   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     return at::empty(sizes, options);
   }
-  static at::Tensor transposed(const at::Tensor& rows) { return rows.t(); }
+  static at::Tensor empty_rows(int64_t rows, int64_t width, const at::TensorOptions& options) {
+    return at::empty({rows, width}, options);
+  }
   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b) {
     return aten_addmm(bias, a, b);
   }

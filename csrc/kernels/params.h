@@ -2,9 +2,10 @@
 //
 // Torch-free, shared by the CPU driver (csrc/cpu/pointwise_kernels.h) and the CUDA kernels
 // (pointwise.cuh); filled in one place, from a zeroed struct (csrc/layer/layer.h). A step covers
-// `rows` rows, all contiguous, row-major; H is `hidden`, G the cell's gate count, R its reserve
-// slots (traits.h); widths are in elements. Pointers marked "or nullptr" are optional; what a
-// cell leaves unused stays nullptr.
+// `rows` rows, row-major, one after another: a [rows, width] buffer's row stride is `width`,
+// except the gate buffers' ([rows, G*H]), which is `gate_stride`. H is `hidden`, G the cell's
+// gate count, R its reserve slots (traits.h); widths and strides are in elements. Pointers marked
+// "or nullptr" are optional; what a cell leaves unused stays nullptr.
 //
 // Packed rows: a step's active rows are the first `rows` sequences of the (length-sorted) batch.
 // In the backward, rows [0, continuing) continue from the previously processed step; the rest
@@ -35,6 +36,7 @@ template <typename T>
 struct StepParams {
   int64_t rows;                     // rows active this step
   int64_t hidden;                   // H
+  int64_t gate_stride;              // the gate buffers' row stride, G*H or more
   T* output;                        // [rows, H] forward: out (h_t), or nullptr (a projection writes
                                     // the output); backward: in, h_t as the forward wrote it
   T* reserve;                       // [rows, R*H] forward: out, or nullptr (inference);

@@ -5,7 +5,8 @@
 //                       // consecutive units (CPU, csrc/cpu/pointwise_kernels.h)
 //   using Math = ...;   // the activations on Value (cells.h)
 //   Value load(const T* p) const;  void store(T* p, Value v) const;
-// Offsets are in elements: a row of a [rows, K*H] buffer is K blocks of H units.
+// Offsets are in elements: a row of a [rows, K*H] buffer is K blocks of H units; the gate buffers'
+// rows are `gate_stride` apart.
 #pragma once
 
 #include <stdint.h>
@@ -43,10 +44,10 @@ class Step {
 
   // The pre-activation of gate k from the input side (with the folded biases) and from h_{t-1}.
   RNNKERNELS_HD Value input_gate(int k) const {
-    return io_.load(p_.input_gates + at(Cell::kGates, k));
+    return io_.load(p_.input_gates + gate(k));
   }
   RNNKERNELS_HD Value hidden_gate(int k) const {
-    return io_.load(p_.hidden_gates + at(Cell::kGates, k));
+    return io_.load(p_.hidden_gates + gate(k));
   }
   // State j: its value at t-1 until set_state writes the value at t.
   RNNKERNELS_HD Value state(int j) const { return io_.load(p_.states[j] + at()); }
@@ -91,10 +92,10 @@ class Step {
   }
   // One side's (kSeparateHiddenGrad).
   RNNKERNELS_HD void set_grad_input_gate(int k, Value v) const {
-    io_.store(p_.grad_input_gates + at(Cell::kGates, k), v);
+    io_.store(p_.grad_input_gates + gate(k), v);
   }
   RNNKERNELS_HD void set_grad_hidden_gate(int k, Value v) const {
-    io_.store(p_.grad_hidden_gates + at(Cell::kGates, k), v);
+    io_.store(p_.grad_hidden_gates + gate(k), v);
   }
   // h_t before the projection, recomputed, for the projection's weight gradient.
   RNNKERNELS_HD void set_unprojected(Value v) const {
@@ -113,6 +114,10 @@ class Step {
   RNNKERNELS_HD int64_t at() const { return row_ * p_.hidden + unit_; }
   RNNKERNELS_HD int64_t at(int blocks, int k) const {
     return (row_ * blocks + k) * p_.hidden + unit_;
+  }
+  // And in gate k of a gate buffer.
+  RNNKERNELS_HD int64_t gate(int k) const {
+    return row_ * p_.gate_stride + k * p_.hidden + unit_;
   }
 
   const Params& p_;

@@ -9,7 +9,12 @@
 //   template <typename T> static void copy(T* dst, const T* src, int64_t count);
 //   template <typename T> using RecurrentGemm = ...;  // as ATenRecurrentGemm (aten_gemm.h)
 //   static at::Tensor addmm(const at::Tensor& bias, const at::Tensor& a, const at::Tensor& b);
-//     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views
+//     // a [m, k] b [k, n] (+ bias [n] when defined) -> [m, n]; a and b may be transposed views,
+//     // with rows (or columns) farther apart than their length
+//   static at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
+//   static at::Tensor empty_rows(int64_t rows, int64_t width, const at::TensorOptions& options);
+//     // [rows, width] with the row stride the backend's GEMMs read best, width or more: for the
+//     // buffers a weight gradient reads transposed
 //   template <typename F>
 //   static void for_each_batch_slice(const StepProblem& problem, const F& body);
 //     // body(begin, end) over slices of the batch rows [0, problem.batch), which the backend may
@@ -145,11 +150,12 @@ StepInputs step_inputs(const LayerArgs& args, int64_t hidden) {
 // What both directions' params share, filled from a zeroed struct.
 // `offset`: the step's first packed row, where a per-row input's rows start.
 template <typename T, typename Params>
-Params step_params(int64_t rows, int64_t offset, int64_t hidden, const StepInputs& inputs,
-                   const std::vector<double>& scalars) {
+Params step_params(int64_t rows, int64_t offset, int64_t hidden, int64_t gate_stride,
+                   const StepInputs& inputs, const std::vector<double>& scalars) {
   Params p = {};
   p.rows = rows;
   p.hidden = hidden;
+  p.gate_stride = gate_stride;
   for (size_t i = 0; i < inputs.tensors.size(); ++i) {
     T* data = data_or_null<T>(inputs.tensors[i]);
     if (data != nullptr && inputs.per_row[i]) data += offset * inputs.widths[i];
@@ -180,16 +186,22 @@ void gather_previous_state(const StepSchedule& schedule, int64_t t, int64_t begi
 
 // The per-step GEMMs of one batch slice: the recurrent one where the recurrence is dense
 // (forward: h_{t-1} W_hh^T; backward: dL/d hidden_gates W_hh, added to what the step left with
-// `accumulate`) and the projection's where there is one (h W_hr^T; dL/dh W_hr).
+// `accumulate`) and the projection's where there is one (h W_hr^T; dL/dh W_hr). Their left
+// operands' row strides: the backward's are the strides of its gate gradients and of dL/dh.
 template <typename Gemm>
 struct SliceGemms {
   std::optional<Gemm> recurrent, projection;
 
   SliceGemms(const LayerArgs& args, const OptionalTensor& w_hr, bool dense, bool forward,
-             bool accumulate, int64_t rows, int64_t steps) {
-    if (dense) recurrent.emplace(args.w_hh(), /*transposed=*/forward, rows, steps, accumulate);
+             bool accumulate, int64_t rows, int64_t steps, int64_t recurrent_stride,
+             int64_t projection_stride) {
+    if (dense) {
+      recurrent.emplace(args.w_hh(), /*transposed=*/forward, recurrent_stride, rows, steps,
+                        accumulate);
+    }
     if (w_hr.has_value()) {
-      projection.emplace(*w_hr, /*transposed=*/forward, rows, steps, /*accumulate=*/false);
+      projection.emplace(*w_hr, /*transposed=*/forward, projection_stride, rows, steps,
+                         /*accumulate=*/false);
     }
   }
 };
@@ -312,7 +324,7 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
     const StepProblem problem{s.batch, G * H, s.state, dense, args.input.scalar_type()};
     Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
       Gemms gemms(args, w_hr, dense, /*forward=*/true, /*accumulate=*/false, end - begin,
-                  schedule.steps());
+                  schedule.steps(), s.state, H);
       scalar_t* h_rows = states[0].data_ptr<scalar_t>() + begin * s.state;
       scalar_t* unprojected_rows = projected ? unprojected.data_ptr<scalar_t>() + begin * H
                                              : nullptr;
@@ -328,8 +340,8 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
               mask.present() ? mask.masked<scalar_t>(states[0], begin, rows) : h_rows,
               hidden_gate_rows, rows);
         }
-        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, inputs,
-                                                                     args.scalars);
+        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, G * H,
+                                                                     inputs, args.scalars);
         p.input_gates = input_gates.data_ptr<scalar_t>() + offset * G * H;
         p.hidden_gates = hidden_gate_rows;
         p.states[0] = projected ? unprojected_rows : h_rows;
@@ -386,9 +398,11 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   const auto options = input.options();
 
   const StepInputs inputs = step_inputs<Cell>(args, H);
-  at::Tensor grad_input_gates = Backend::empty({s.rows, G * H}, options);
+  at::Tensor grad_input_gates = Backend::empty_rows(s.rows, G * H, options);
   at::Tensor grad_hidden_gates =
-      Cell::kSeparateHiddenGrad ? Backend::empty({s.rows, G * H}, options) : grad_input_gates;
+      Cell::kSeparateHiddenGrad ? Backend::empty_rows(s.rows, G * H, options) : grad_input_gates;
+  const int64_t gate_stride = grad_input_gates.stride(0);
+  TORCH_INTERNAL_ASSERT(grad_hidden_gates.stride(0) == gate_stride);
   at::Tensor h_prev = Backend::empty({s.rows, s.state}, options);  // h_{t-1} of every row
   // [B, width] carried dL/d state, ending as the initial's
   std::vector<at::Tensor> grads = copies<Backend>(grad_states);
@@ -402,7 +416,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   }
   // With a projection, dL/dh_t (width P) goes through W_hr to the cell (width H) by a GEMM; the
   // per-row dL/dh_t and unprojected h_t are kept for dW_hr.
-  at::Tensor grad_h_rows = projected ? at::empty({s.rows, s.state}, options) : at::Tensor();
+  at::Tensor grad_h_rows =
+      projected ? Backend::empty_rows(s.rows, s.state, options) : at::Tensor();
   at::Tensor h_unprojected = projected ? at::empty({s.rows, H}, options) : at::Tensor();
   at::Tensor grad_unprojected = projected ? at::empty({s.batch, H}, options) : at::Tensor();
   const RecurrentMask mask(cell, args, s.batch, s.state);
@@ -415,7 +430,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
       // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}, unless a mask comes
       // between.
       Gemms gemms(args, w_hr, dense, /*forward=*/false,
-                  Cell::kDirectHiddenGrad && !mask.present(), end - begin, schedule.steps());
+                  Cell::kDirectHiddenGrad && !mask.present(), end - begin, schedule.steps(),
+                  gate_stride, projected ? grad_h_rows.stride(0) : s.state);
       scalar_t* grad_h_carried = grads[0].data_ptr<scalar_t>() + begin * s.state;
       for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
         const int64_t t = schedule.step(k);
@@ -426,8 +442,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
         gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
                                        args.states[0].data_ptr<scalar_t>(),
                                        h_prev.data_ptr<scalar_t>(), s.state);
-        auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(rows, offset, H, inputs,
-                                                                      args.scalars);
+        auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(
+            rows, offset, H, gate_stride, inputs, args.scalars);
         p.reserve = R > 0 ? reserve.data_ptr<scalar_t>() + offset * R * H : nullptr;
         p.continuing = continuing;
         p.reserve_previous =
@@ -439,8 +455,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
           p.initial[j] = args.states[j].data_ptr<scalar_t>() + begin * H;
           p.grad_states[j] = grads[j].data_ptr<scalar_t>() + begin * H;
         }
-        p.grad_input_gates = grad_input_gates.data_ptr<scalar_t>() + offset * G * H;
-        p.grad_hidden_gates = grad_hidden_gates.data_ptr<scalar_t>() + offset * G * H;
+        p.grad_input_gates = grad_input_gates.data_ptr<scalar_t>() + offset * gate_stride;
+        p.grad_hidden_gates = grad_hidden_gates.data_ptr<scalar_t>() + offset * gate_stride;
         for (size_t i = 0; i < input_grads.size(); ++i) {
           p.grad_inputs[i] = input_grads[i].defined()
                                  ? input_grads[i].data_ptr<scalar_t>() + begin * inputs.widths[i]
@@ -475,14 +491,9 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   LayerGrads result;
   result.input = Backend::addmm({}, grad_input_gates, args.w_ih());
   result.states = grads;
-  // dW = g^T x, with g^T in the layout the backend's GEMM takes best; one for both weights when
-  // the gates share their gradient.
-  const at::Tensor grad_input_gates_t = Backend::transposed(grad_input_gates);
-  const at::Tensor grad_hidden_gates_t = dense && Cell::kSeparateHiddenGrad
-                                             ? Backend::transposed(grad_hidden_gates)
-                                             : grad_input_gates_t;
-  result.params = {Backend::addmm({}, grad_input_gates_t, input),
-                   dense ? Backend::addmm({}, grad_hidden_gates_t, h_prev) : at::Tensor()};
+  // dW = g^T x.
+  result.params = {Backend::addmm({}, grad_input_gates.t(), input),
+                   dense ? Backend::addmm({}, grad_hidden_gates.t(), h_prev) : at::Tensor()};
   if constexpr (Cell::kBiasFold != BiasFold::kNone) {
     // A folded bias adds to every row's pre-activation: its gradient is their sum.
     const at::Tensor grad_b_ih = grad_input_gates.sum(0);
@@ -499,7 +510,7 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   result.params.resize(args.params.size());
   if (projected) {
     result.params[projection] =
-        Backend::addmm({}, Backend::transposed(grad_h_rows), h_unprojected);
+        Backend::addmm({}, grad_h_rows.t(), h_unprojected);
   }
   for (size_t i = 0; i < input_grads.size(); ++i) {
     if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
