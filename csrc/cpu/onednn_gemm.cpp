@@ -58,6 +58,16 @@ memory::desc row_major(int64_t rows, int64_t cols, memory::data_type type) {
 // get one thread), else ATen's thread count.
 int current_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
 
+// Whether oneDNN runs AVX-512 (its avx512_core instruction set or more) on this CPU.
+bool has_avx512() {
+  static const bool has = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return (isa & avx512) == avx512;
+  }();
+  return has;
+}
+
 // Below 2^16 multiply-adds oneDNN runs a GEMM on the calling thread alone, where it would
 // otherwise split a matrix-vector product across threads at a loss (dnnl_sgemm of one row of
 // 64 x 192: 1.5 us on one thread, 2.7 on two; of 128 x 512, 6.0 and 4.5).
@@ -280,20 +290,26 @@ OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool trans
   m.key = {max_rows, k, n, a_stride, 1, b_stride0, b_stride1, false, accumulate,
            current_threads(), type, type, false};
   m.weights = memory(matrix(k, n, b_stride0, b_stride1, type), cpu_engine(), weight.data_ptr());
+  m.steps.resize(max_rows + 1);
   // Copying reads and writes the weight once; a single step does not win that back.
-  if (steps > 1 && type == memory::data_type::f32) {
+  if (steps <= 1) return;
+  // The half types' kernels (AMX, AVX512-BF16) read the weight in a blocked layout: given a
+  // plain one, they copy it into that layout on every run. So do float32's brgemm kernels, which
+  // oneDNN runs with AVX-512 where it picks a blocked layout, faster than its GEMM on a plain
+  // weight. Elsewhere float32's weight is plain, its row stride padded.
+  MatmulKey blocked = m.key;
+  blocked.blocked_weight = true;
+  blocked.b_stride0 = blocked.b_stride1 = 0;
+  const memory::desc layout = cached_matmul(blocked).weight;
+  if (type != memory::data_type::f32 || (has_avx512() && layout.get_inner_nblks() > 0)) {
+    m.key = blocked;
+    m.weights = reordered(m.weights, layout, m.stream);
+  } else {
     const int64_t stride = padded_row_stride(n, sizeof(float));
     m.weights = reordered(m.weights, matrix(k, n, stride, 1, type), m.stream);
     m.key.b_stride0 = stride;
     m.key.b_stride1 = 1;
-  } else if (steps > 1) {
-    // The half types' kernels (AMX, AVX512-BF16) read the weight in a blocked layout: given a
-    // plain one, they copy it into that layout on every run.
-    m.key.blocked_weight = true;
-    m.key.b_stride0 = m.key.b_stride1 = 0;
-    m.weights = reordered(m.weights, cached_matmul(m.key).weight, m.stream);
   }
-  m.steps.resize(max_rows + 1);
 }
 
 template <typename T>

@@ -31,8 +31,8 @@ constexpr size_t kDefaultPrimitiveCacheCapacity = 1024;
 // or c10::Half.
 //   weight: [n, k] used as W^T when `transposed` (x W^T, as in a linear layer), else [k, n].
 //   max_rows: the largest row count; steps: how many times it will run, which decides whether
-//   copying the weight (one pass over it) pays off: float32's into a padded row stride, the half
-//   types' into the blocked layout oneDNN's kernels for them read.
+//   copying the weight (one pass over it) pays off: into the blocked layout oneDNN's kernels
+//   read (the half types; float32 with AVX-512), else into a padded row stride.
 // One object runs on one thread at a time (it keeps per-step state); objects on different
 // threads run concurrently. Inside a parallel region the GEMM runs on the calling thread alone.
 struct OneDnnRecurrentGemmState;
