@@ -297,19 +297,22 @@ OneDnnRecurrentGemm<T>::OneDnnRecurrentGemm(const at::Tensor& weight, bool trans
   // plain one, they copy it into that layout on every run. So do float32's brgemm kernels, which
   // oneDNN runs with AVX-512 where it picks a blocked layout, faster than its GEMM on a plain
   // weight. Elsewhere float32's weight is plain, its row stride padded.
-  MatmulKey blocked = m.key;
-  blocked.blocked_weight = true;
-  blocked.b_stride0 = blocked.b_stride1 = 0;
-  const memory::desc layout = cached_matmul(blocked).weight;
-  if (type != memory::data_type::f32 || (has_avx512() && layout.get_inner_nblks() > 0)) {
-    m.key = blocked;
-    m.weights = reordered(m.weights, layout, m.stream);
-  } else {
-    const int64_t stride = padded_row_stride(n, sizeof(float));
-    m.weights = reordered(m.weights, matrix(k, n, stride, 1, type), m.stream);
-    m.key.b_stride0 = stride;
-    m.key.b_stride1 = 1;
+  const bool half = type != memory::data_type::f32;
+  if (half || has_avx512()) {
+    MatmulKey blocked = m.key;
+    blocked.blocked_weight = true;
+    blocked.b_stride0 = blocked.b_stride1 = 0;
+    const memory::desc layout = cached_matmul(blocked).weight;
+    if (half || layout.get_inner_nblks() > 0) {
+      m.key = blocked;
+      m.weights = reordered(m.weights, layout, m.stream);
+      return;
+    }
   }
+  const int64_t stride = padded_row_stride(n, sizeof(float));
+  m.weights = reordered(m.weights, matrix(k, n, stride, 1, type), m.stream);
+  m.key.b_stride0 = stride;
+  m.key.b_stride1 = 1;
 }
 
 template <typename T>
