@@ -509,8 +509,7 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
   // an empty tensor.
   result.params.resize(args.params.size());
   if (projected) {
-    result.params[projection] =
-        Backend::addmm({}, grad_h_rows.t(), h_unprojected);
+    result.params[projection] = Backend::addmm({}, grad_h_rows.t(), h_unprojected);
   }
   for (size_t i = 0; i < input_grads.size(); ++i) {
     if (input_grads[i].defined()) result.params[inputs.grad_of[i]] = input_grads[i].sum(0);
