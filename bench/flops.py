@@ -12,12 +12,16 @@ from bench.shapes import GATES, Shape
 
 @dataclass(frozen=True)
 class Gemm:
-    """`count` products of an [m, k] by a [k, n] matrix."""
+    """`count` products of an [m, k] by a [k, n] matrix. `weight`: the [k, n] one is a weight, the
+    same in every product; else it is data. `transposed_a`: the [m, k] one is the transpose of
+    the layer's [k, m] gate gradients (the weight gradients)."""
 
     m: int
     k: int
     n: int
     count: int
+    weight: bool = True
+    transposed_a: bool = False
 
     @property
     def flops(self) -> int:
@@ -53,8 +57,8 @@ def direction_gemms(kind: str, shape: Shape, layer_input: int, training: bool) -
     # Per step: dgates W_hh -> dh_{t-1}.
     backward = [Gemm(batch, gates, hidden, steps) for batch, steps in per_step.items()]
     backward += [
-        Gemm(gates, rows, hidden, 1),  # dW_hh = dgates^T h
-        Gemm(gates, rows, layer_input, 1),  # dW_ih = dgates^T x
+        Gemm(gates, rows, hidden, 1, weight=False, transposed_a=True),  # dW_hh = dgates^T h
+        Gemm(gates, rows, layer_input, 1, weight=False, transposed_a=True),  # dW_ih = dgates^T x
         Gemm(rows, gates, layer_input, 1),  # dx = dgates W_ih (the benchmark's input needs grad)
     ]
     return forward + backward

@@ -15,7 +15,7 @@ from torch.utils.benchmark import Timer
 
 import rnnkernels
 from bench import native
-from bench.flops import layer_flops
+from bench.flops import layer_flops, layer_gemms
 from bench.onednn_rnn import OneDnnRnn, Unsupported
 from bench.pieces import PIECES
 from bench.shapes import Case, Shape
@@ -23,10 +23,12 @@ from bench.shapes import Case, Shape
 # torch.nn first: the reference every output difference is taken against.
 MODULE_LIBRARIES = ("torch.nn", "rnnkernels")
 ONEDNN = "oneDNN"
+# The layer's GEMMs alone through oneDNN's matmul: what a layer built on it needs at least.
+GEMMS = "oneDNN GEMMs"
 # rnnkernels' own layer run in float32, timed beside its autocast rows: the speedup autocast buys.
 OWN_FLOAT32 = "rnnkernels float32"
 # What rnnkernels' speedups are taken over: time of the baseline / time of rnnkernels.
-BASELINES = ("torch.nn", ONEDNN, OWN_FLOAT32)
+BASELINES = ("torch.nn", ONEDNN, GEMMS, OWN_FLOAT32)
 # The libraries whose outputs are compared with torch.nn's (the same computation and precision).
 COMPARED = ("rnnkernels", ONEDNN)
 MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "layernorm_lstm": "LayerNormLSTM"}
@@ -43,11 +45,11 @@ class Budget:
 
 
 def libraries_for(device: torch.device, cases: list[Case]) -> tuple[str, ...]:
-    """The libraries a run times: on the CPU also oneDNN's RNN primitive, where it built; with
-    autocast rows also rnnkernels in float32."""
+    """The libraries a run times: on the CPU also oneDNN's RNN primitive and the layer's GEMMs
+    alone, where they built; with autocast rows also rnnkernels in float32."""
     libraries = MODULE_LIBRARIES
     if device.type == "cpu" and native.load().has_onednn_rnn:
-        libraries += (ONEDNN,)
+        libraries += (ONEDNN, GEMMS)
     if any(case.autocast for case in cases):
         libraries += (OWN_FLOAT32,)
     return libraries
@@ -242,6 +244,24 @@ def add_onednn(contenders: Contenders, reference, inputs, grad_outputs, autocast
     contenders.steps[ONEDNN], contenders.outputs[ONEDNN] = onednn.step, onednn.outputs
 
 
+def add_gemms(contenders: Contenders, case: Case, dtype: torch.dtype) -> None:
+    """The case's GEMMs (bench/flops.py's list) through oneDNN's matmul, float32 only."""
+    if dtype != torch.float32 or case.autocast:
+        contenders.not_available[GEMMS] = "float32 only"
+        return
+    contenders.steps[GEMMS] = gemms_alone(case.kind, case.shape, case.mode == "training").step
+
+
+def gemms_alone(kind: str, shape: Shape, training: bool):
+    """bench/native.cpp's Gemms over the layer's GEMMs, set up (weights reordered, each
+    per-step product's split picked); its `step()` runs them all."""
+    binding = native.load().module
+    return binding.Gemms([
+        binding.Gemm(gemm.m, gemm.k, gemm.n, gemm.count, gemm.weight, gemm.transposed_a)
+        for gemm in layer_gemms(kind, shape, training)
+    ])
+
+
 def add_own_float32(contenders: Contenders, module, inputs, leaf, training: bool,
                     autocast: str | None) -> None:
     """rnnkernels' layer without autocast, for an autocast row (its outputs are not compared:
@@ -278,6 +298,8 @@ def measure(
     if ONEDNN in libraries:
         grad_outputs = contenders.grad_outputs if training else None
         add_onednn(contenders, modules["torch.nn"], inputs, grad_outputs, case.autocast)
+    if GEMMS in libraries:
+        add_gemms(contenders, case, dtype)
     if OWN_FLOAT32 in libraries:
         add_own_float32(contenders, modules["rnnkernels"], inputs, leaf, training, case.autocast)
 

@@ -1,14 +1,17 @@
 // The benchmark's C++: oneDNN's RNN primitive (LSTM, LBR GRU, vanilla RNN) as a third
-// implementation to time, and the FMA loops that measure the machine's peak FLOP rate.
+// implementation to time, a layer's GEMMs alone through oneDNN's matmul (what a layer built on
+// it needs at least), and the FMA loops that measure the machine's peak FLOP rate.
 // bench/native.py builds it on first use. It includes pybind11 but no torch header, so it
-// compiles in seconds; the Python side (bench/onednn_rnn.py) owns every tensor it reads or
-// writes and passes their addresses.
+// compiles in seconds; the RNN's Python side (bench/onednn_rnn.py) owns every tensor it reads
+// or writes and passes their addresses.
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -22,6 +25,8 @@
 #endif
 
 #ifdef BENCH_WITH_ONEDNN
+#include <omp.h>
+
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
@@ -476,6 +481,200 @@ std::string version() {
 }
 
 }  // namespace onednn_rnn
+
+namespace gemm_floor {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+// One entry of bench/flops.py's list of a layer's GEMMs: `count` products C = A B of an [m, k]
+// by a [k, n] matrix. `weight`: B is a weight, the same in every product, which a layer may
+// reorder once (into the layout the primitive picks); else B is data, row-major. `transposed_a`:
+// A is the transpose of a row-major [k, m] matrix (dgates^T of a weight gradient), whose rows
+// are padded to an odd number of cache lines as rnnkernels pads them (docs/DESIGN.md).
+struct Gemm {
+  int64_t m, k, n, count;
+  bool weight, transposed_a;
+};
+
+// The row stride of a matrix of `width` floats: whole cache lines, an odd number of them.
+int64_t padded_stride(int64_t width) {
+  const int64_t lines = (width + 15) / 16;
+  return 16 * (lines % 2 == 1 ? lines : lines + 1);
+}
+
+// Values in [-0.5, 0.5): no denormals, no overflow in any product here.
+void fill(memory& destination) {
+  float* data = static_cast<float*>(destination.get_data_handle());
+  const size_t size = destination.get_desc().get_size() / sizeof(float);
+  uint32_t state = 12345;
+  for (size_t i = 0; i < size; ++i) {
+    state = state * 1664525u + 1013904223u;
+    data[i] = float(state >> 8) / float(1 << 24) - 0.5f;
+  }
+}
+
+// A matmul of `rows` rows of one GEMM of the list, with its B in the layout the primitive
+// picks where B is a weight.
+struct Product {
+  dnnl::matmul primitive;
+  memory::desc a, c;
+  memory b;  // the reordered weight, or the data B
+};
+
+// The products of one entry, over buffers of their own: A and C hold `count` matrices (a
+// step's products read and write their own), so no product finds its operands left in cache by
+// the one before more than a layer would.
+class Entry {
+ public:
+  Entry(const dnnl::engine& engine, dnnl::stream& stream, const Gemm& gemm)
+      : gemm_(gemm), engine_(engine) {
+    lda_ = gemm.transposed_a ? padded_stride(gemm.m) : gemm.k;
+    const int64_t a_size = gemm.transposed_a ? gemm.k * lda_ : gemm.m * lda_;
+    a_ = memory({{gemm.count * a_size}, f32(), tag::a}, engine);
+    c_ = memory({{gemm.count * gemm.m * gemm.n}, f32(), tag::a}, engine);
+    b_plain_ = memory({{gemm.k, gemm.n}, f32(), tag::ab}, engine);
+    fill(a_);
+    fill(b_plain_);
+    whole_ = product(stream, gemm.m);
+  }
+
+  // Every product, each a matmul on all threads.
+  void run_whole(dnnl::stream& stream) const {
+    const int64_t a_size = a_step(), c_size = gemm_.m * gemm_.n;
+    for (int64_t i = 0; i < gemm_.count; ++i) execute(stream, whole_, i * a_size, i * c_size);
+  }
+
+  // The products split by rows, a share of the rows per thread, each thread running every
+  // product of its rows alone: a recurrence's rows depend on their own alone. `threads` > 1.
+  void run_sliced(const std::vector<Product>& slices) const {
+    const int threads = int(slices.size());
+    const int64_t a_size = a_step(), c_size = gemm_.m * gemm_.n;
+#pragma omp parallel num_threads(threads)
+    {
+      omp_set_num_threads(1);
+      const int thread = omp_get_thread_num();
+      dnnl::stream stream(engine_);
+      const int64_t first = first_row(thread, threads);
+      for (int64_t i = 0; i < gemm_.count; ++i)
+        execute(stream, slices[thread], i * a_size + first * lda_, i * c_size + first * gemm_.n);
+      stream.wait();
+    }
+  }
+
+  // One primitive per thread, made for one thread: the blocking oneDNN picks depends on it.
+  std::vector<Product> slices(dnnl::stream& stream, int threads) const {
+    std::vector<Product> result;
+    const int outer = omp_get_max_threads();
+    omp_set_num_threads(1);
+    for (int thread = 0; thread < threads; ++thread)
+      result.push_back(product(stream, first_row(thread + 1, threads) - first_row(thread, threads)));
+    omp_set_num_threads(outer);
+    return result;
+  }
+
+  bool per_step() const { return gemm_.count > 1 && !gemm_.transposed_a; }
+
+ private:
+  static memory::data_type f32() { return memory::data_type::f32; }
+
+  int64_t a_step() const { return gemm_.transposed_a ? gemm_.k * lda_ : gemm_.m * lda_; }
+  int64_t first_row(int thread, int threads) const { return gemm_.m * thread / threads; }
+
+  Product product(dnnl::stream& stream, int64_t rows) const {
+    Product p;
+    p.a = gemm_.transposed_a ? memory::desc({rows, gemm_.k}, f32(), {1, lda_})
+                             : memory::desc({rows, gemm_.k}, f32(), {lda_, 1});
+    p.c = memory::desc({rows, gemm_.n}, f32(), tag::ab);
+    const memory::desc b({gemm_.k, gemm_.n}, f32(), gemm_.weight ? tag::any : tag::ab);
+    const dnnl::matmul::primitive_desc pd(engine_, p.a, b, p.c);
+    p.primitive = dnnl::matmul(pd);
+    memory plain = b_plain_;  // a handle to the same buffer
+    p.b = plain;
+    if (pd.weights_desc() != plain.get_desc()) {
+      p.b = memory(pd.weights_desc(), engine_);
+      dnnl::reorder(plain, p.b).execute(stream, plain, p.b);
+      stream.wait();
+    }
+    return p;
+  }
+
+  void execute(dnnl::stream& stream, const Product& p, int64_t a_offset, int64_t c_offset) const {
+    float* a = static_cast<float*>(a_.get_data_handle()) + a_offset;
+    float* c = static_cast<float*>(c_.get_data_handle()) + c_offset;
+    p.primitive.execute(stream, {{DNNL_ARG_SRC, memory(p.a, engine_, a)},
+                                 {DNNL_ARG_WEIGHTS, p.b},
+                                 {DNNL_ARG_DST, memory(p.c, engine_, c)}});
+  }
+
+  Gemm gemm_;
+  dnnl::engine engine_;
+  int64_t lda_;
+  memory a_, c_, b_plain_;
+  Product whole_;
+};
+
+// A layer's GEMMs alone: what a layer built on oneDNN's matmul needs at least. Each entry with
+// products per step runs whole or sliced by rows across the threads, whichever ran faster when
+// this was made (rnnkernels picks per layer too); the others run whole.
+class Gemms {
+ public:
+  explicit Gemms(const std::vector<Gemm>& gemms)
+      : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    const int threads = omp_get_max_threads();
+    for (const Gemm& gemm : gemms) {
+      entries_.emplace_back(engine_, stream_, gemm);
+      Entry& entry = entries_.back();
+      slices_.emplace_back();
+      if (!entry.per_step() || threads < 2 || gemm.m < threads) continue;
+      std::vector<Product> slices = entry.slices(stream_, threads);
+      if (seconds([&] { entry.run_sliced(slices); }) < seconds([&] { entry.run_whole(stream_); }))
+        slices_.back() = std::move(slices);
+    }
+  }
+
+  // The timed call: every GEMM of the list.
+  void step() {
+    py::gil_scoped_release no_gil;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (slices_[i].empty())
+        entries_[i].run_whole(stream_);
+      else
+        entries_[i].run_sliced(slices_[i]);
+    }
+    stream_.wait();
+  }
+
+  // Which entries run sliced (for the report's notes and tests).
+  std::vector<bool> sliced() const {
+    std::vector<bool> result;
+    for (const auto& slices : slices_) result.push_back(!slices.empty());
+    return result;
+  }
+
+ private:
+  // The fastest of three runs, after one that warms caches and primitives up.
+  template <typename F>
+  double seconds(const F& run) {
+    double best = 0;
+    for (int i = 0; i < 4; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      run();
+      stream_.wait();
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (i == 1 || (i > 1 && elapsed < best)) best = elapsed;
+    }
+    return best;
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::deque<Entry> entries_;
+  std::vector<std::vector<Product>> slices_;
+};
+
+}  // namespace gemm_floor
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -495,5 +694,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("step", &Rnn::step)
       .def("weight_gradients", &Rnn::weight_gradients, py::arg("layer"), py::arg("pointers"));
   m.def("onednn_version", &version);
+  py::class_<gemm_floor::Gemm>(m, "Gemm")
+      .def(py::init<int64_t, int64_t, int64_t, int64_t, bool, bool>(), py::arg("m"),
+           py::arg("k"), py::arg("n"), py::arg("count"), py::arg("weight"),
+           py::arg("transposed_a"));
+  py::class_<gemm_floor::Gemms>(m, "Gemms")
+      .def(py::init<const std::vector<gemm_floor::Gemm>&>(), py::arg("gemms"))
+      .def("step", &gemm_floor::Gemms::step)
+      .def("sliced", &gemm_floor::Gemms::sliced);
 #endif
 }

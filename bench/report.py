@@ -25,6 +25,13 @@ EXPLANATION = """\
   C++ (bench/native.cpp) with torch.nn's weights, reordered into its own layout once before
   the timing; training is forward_training + backward (weight, bias and input gradients). It
   takes no packed input and runs float32 only.
+- oneDNN GEMMs: the row's GEMMs alone (bench/flops.py's list), no pointwise work, each
+  through oneDNN's matmul primitive with its weight reordered once before the timing into the
+  layout the primitive picks; per-step products run whole or split by rows across the threads,
+  whichever ran faster when the row was set up (bench/native.cpp). What a layer built on
+  oneDNN's GEMMs needs at least where those GEMMs dominate; at small shapes a primitive's
+  per-call cost dominates it instead. "vs oneDNN GEMMs" is the fraction of that floor
+  rnnkernels reaches. float32 only.
 - rnnkernels float32 (where the run has autocast rows): our layer on an autocast row's work
   without autocast, in the module's float32; "vs rnnkernels float32" is then what autocast
   gains over it (above 1: the autocast dtype is faster).

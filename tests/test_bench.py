@@ -16,10 +16,12 @@ import rnnkernels
 
 from bench import measure as bench_measure
 from bench import native, report
+from bench.flops import layer_gemms
 from bench.onednn_rnn import OneDnnRnn
 from bench.pieces import LayerNormLSTMFromPieces
 from bench.peak import measure_peaks
 from bench.run import cases_from, parse_args
+from bench.shapes import Shape
 
 REPO = Path(__file__).resolve().parents[1]
 T, B, I, H = 3, 2, 5, 8
@@ -30,7 +32,7 @@ GATES = {"lstm": 4, "gru": 3, "rnn": 1, "layernorm_lstm": 4}
 PIECES_KINDS = {"layernorm_lstm"}
 TORCH_NN_KINDS = ["--kind", "lstm", "gru", "rnn"]
 HAS_ONEDNN_RNN = native.load().has_onednn_rnn
-LIBRARIES = ("torch.nn", "rnnkernels") + (("oneDNN",) if HAS_ONEDNN_RNN else ())
+LIBRARIES = ("torch.nn", "rnnkernels") + (("oneDNN", "oneDNN GEMMs") if HAS_ONEDNN_RNN else ())
 
 
 def run(*arguments: str) -> subprocess.CompletedProcess:
@@ -153,8 +155,9 @@ def test_gemm_flops_are_those_of_the_layer(report_json, kind):
 
 def test_outputs_match_torch_nn(report_json):
     for result in report_json["results"]:
-        assert set(result["max_abs_diff"]) == set(LIBRARIES) - {"torch.nn"}
-        for library in set(timed_libraries(result)) - {"torch.nn"}:
+        compared = set(LIBRARIES) - {"torch.nn", "oneDNN GEMMs"}  # the GEMMs have no outputs
+        assert set(result["max_abs_diff"]) == compared
+        for library in compared & set(timed_libraries(result)):
             difference = result["max_abs_diff"][library]
             assert difference < 1e-5, (result["kind"], result["mode"], library)
 
@@ -208,6 +211,7 @@ def test_autocast_rows_record_what_fails_and_time_the_rest(autocast_report):
         assert result["median_seconds"]["rnnkernels"] > 0
         if HAS_ONEDNN_RNN:
             assert result["not_available"]["oneDNN"] == "float32 CPU only"
+            assert result["not_available"]["oneDNN GEMMs"] == "float32 only"
 
 
 def test_autocast_rows_time_our_float32_beside(autocast_report):
@@ -333,6 +337,22 @@ def test_onednn_rnn_matches_torch_nn_in_outputs_and_gradients(module_type, optio
     assert set(gradients) == {name for name, _ in module.named_parameters()}
     for name, parameter in module.named_parameters():
         torch.testing.assert_close(gradients[name], parameter.grad, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_RNN, reason="the oneDNN binding did not build here")
+@pytest.mark.parametrize("packed", [False, True])
+def test_gemms_alone_split_only_the_per_step_products(packed):
+    """The floor of GEMMs splits by rows only what a recurrence's slices split: the per-step
+    products, never the once-per-layer ones nor the weight gradients."""
+    shape = Shape(seq_len=6, batch=8, input_size=16, hidden_size=32, packed=packed)
+    gemms = layer_gemms("lstm", shape, training=True)
+    floor = bench_measure.gemms_alone("lstm", shape, training=True)
+    floor.step()
+    sliced = floor.sliced()
+    assert len(sliced) == len(gemms)
+    for gemm, split in zip(gemms, sliced):
+        if gemm.count == 1 or gemm.transposed_a:
+            assert not split
 
 
 def test_without_the_binding_its_columns_are_absent(monkeypatch):
