@@ -645,7 +645,7 @@ class Gemms {
     stream_.wait();
   }
 
-  // Which entries run sliced (for the report's notes and tests).
+  // Which entries run sliced by rows, in the order of the list.
   std::vector<bool> sliced() const {
     std::vector<bool> result;
     for (const auto& slices : slices_) result.push_back(!slices.empty());
