@@ -28,6 +28,8 @@
 #include <omp.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "cpu/row_stride.h"
 #endif
 
 namespace py = pybind11;
@@ -491,17 +493,11 @@ using tag = memory::format_tag;
 // by a [k, n] matrix. `weight`: B is a weight, the same in every product, which a layer may
 // reorder once (into the layout the primitive picks); else B is data, row-major. `transposed_a`:
 // A is the transpose of a row-major [k, m] matrix (dgates^T of a weight gradient), whose rows
-// are padded to an odd number of cache lines as rnnkernels pads them (docs/DESIGN.md).
+// are padded as rnnkernels pads them (csrc/cpu/row_stride.h).
 struct Gemm {
   int64_t m, k, n, count;
   bool weight, transposed_a;
 };
-
-// The row stride of a matrix of `width` floats: whole cache lines, an odd number of them.
-int64_t padded_stride(int64_t width) {
-  const int64_t lines = (width + 15) / 16;
-  return 16 * (lines % 2 == 1 ? lines : lines + 1);
-}
 
 // Values in [-0.5, 0.5): no denormals, no overflow in any product here.
 void fill(memory& destination) {
@@ -524,12 +520,13 @@ struct Product {
 
 // The products of one entry, over buffers of their own: A and C hold `count` matrices (a
 // step's products read and write their own), so no product finds its operands left in cache by
-// the one before more than a layer would.
+// the one before more than a layer would. They run whole, each a matmul on all threads, unless
+// split by rows (split_if_faster).
 class Entry {
  public:
   Entry(const dnnl::engine& engine, dnnl::stream& stream, const Gemm& gemm)
       : gemm_(gemm), engine_(engine) {
-    lda_ = gemm.transposed_a ? padded_stride(gemm.m) : gemm.k;
+    lda_ = gemm.transposed_a ? rnnkernels::padded_row_stride(gemm.m, sizeof(float)) : gemm.k;
     const int64_t a_size = gemm.transposed_a ? gemm.k * lda_ : gemm.m * lda_;
     a_ = memory({{gemm.count * a_size}, f32(), tag::a}, engine);
     c_ = memory({{gemm.count * gemm.m * gemm.n}, f32(), tag::a}, engine);
@@ -539,14 +536,37 @@ class Entry {
     whole_ = product(stream, gemm.m);
   }
 
-  // Every product, each a matmul on all threads.
+  // Every product.
+  void run(dnnl::stream& stream) const {
+    if (slices_.empty()) {
+      run_whole(stream);
+    } else {
+      run_sliced(slices_);
+    }
+  }
+
+  // A product per step (a recurrence's) is split by rows across `threads` threads where that
+  // ran faster than whole; `seconds(run)` times a run.
+  template <typename Seconds>
+  void split_if_faster(dnnl::stream& stream, int threads, const Seconds& seconds) {
+    if (gemm_.count == 1 || gemm_.transposed_a || threads < 2 || gemm_.m < threads) return;
+    std::vector<Product> slices = split(stream, threads);
+    if (seconds([&] { run_sliced(slices); }) < seconds([&] { run_whole(stream); }))
+      slices_ = std::move(slices);
+  }
+
+  bool sliced() const { return !slices_.empty(); }
+
+ private:
+  static memory::data_type f32() { return memory::data_type::f32; }
+
   void run_whole(dnnl::stream& stream) const {
     const int64_t a_size = a_step(), c_size = gemm_.m * gemm_.n;
     for (int64_t i = 0; i < gemm_.count; ++i) execute(stream, whole_, i * a_size, i * c_size);
   }
 
-  // The products split by rows, a share of the rows per thread, each thread running every
-  // product of its rows alone: a recurrence's rows depend on their own alone. `threads` > 1.
+  // A share of the rows per thread, each thread running every product of its rows alone: a
+  // recurrence's rows depend on their own alone.
   void run_sliced(const std::vector<Product>& slices) const {
     const int threads = int(slices.size());
     const int64_t a_size = a_step(), c_size = gemm_.m * gemm_.n;
@@ -563,7 +583,7 @@ class Entry {
   }
 
   // One primitive per thread, made for one thread: the blocking oneDNN picks depends on it.
-  std::vector<Product> slices(dnnl::stream& stream, int threads) const {
+  std::vector<Product> split(dnnl::stream& stream, int threads) const {
     std::vector<Product> result;
     const int outer = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -572,11 +592,6 @@ class Entry {
     omp_set_num_threads(outer);
     return result;
   }
-
-  bool per_step() const { return gemm_.count > 1 && !gemm_.transposed_a; }
-
- private:
-  static memory::data_type f32() { return memory::data_type::f32; }
 
   int64_t a_step() const { return gemm_.transposed_a ? gemm_.k * lda_ : gemm_.m * lda_; }
   int64_t first_row(int thread, int threads) const { return gemm_.m * thread / threads; }
@@ -612,6 +627,7 @@ class Entry {
   int64_t lda_;
   memory a_, c_, b_plain_;
   Product whole_;
+  std::vector<Product> slices_;  // one per thread where split, else none
 };
 
 // A layer's GEMMs alone: what a layer built on oneDNN's matmul needs at least. Each entry with
@@ -622,56 +638,48 @@ class Gemms {
   explicit Gemms(const std::vector<Gemm>& gemms)
       : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
     const int threads = omp_get_max_threads();
+    const auto seconds = [this](const auto& run) { return fastest_seconds(run); };
     for (const Gemm& gemm : gemms) {
       entries_.emplace_back(engine_, stream_, gemm);
-      Entry& entry = entries_.back();
-      slices_.emplace_back();
-      if (!entry.per_step() || threads < 2 || gemm.m < threads) continue;
-      std::vector<Product> slices = entry.slices(stream_, threads);
-      if (seconds([&] { entry.run_sliced(slices); }) < seconds([&] { entry.run_whole(stream_); }))
-        slices_.back() = std::move(slices);
+      entries_.back().split_if_faster(stream_, threads, seconds);
     }
   }
 
   // The timed call: every GEMM of the list.
   void step() {
     py::gil_scoped_release no_gil;
-    for (size_t i = 0; i < entries_.size(); ++i) {
-      if (slices_[i].empty())
-        entries_[i].run_whole(stream_);
-      else
-        entries_[i].run_sliced(slices_[i]);
-    }
+    for (const Entry& entry : entries_) entry.run(stream_);
     stream_.wait();
   }
 
-  // Which entries run sliced by rows, in the order of the list.
+  // Which entries run split by rows, in the order of the list.
   std::vector<bool> sliced() const {
     std::vector<bool> result;
-    for (const auto& slices : slices_) result.push_back(!slices.empty());
+    for (const Entry& entry : entries_) result.push_back(entry.sliced());
     return result;
   }
 
  private:
   // The fastest of three runs, after one that warms caches and primitives up.
   template <typename F>
-  double seconds(const F& run) {
+  double fastest_seconds(const F& run) {
+    run();
+    stream_.wait();
     double best = 0;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < 3; ++i) {
       const auto start = std::chrono::steady_clock::now();
       run();
       stream_.wait();
       const double elapsed =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (i == 1 || (i > 1 && elapsed < best)) best = elapsed;
+      if (i == 0 || elapsed < best) best = elapsed;
     }
     return best;
   }
 
   dnnl::engine engine_;
   dnnl::stream stream_;
-  std::deque<Entry> entries_;
-  std::vector<std::vector<Product>> slices_;
+  std::deque<Entry> entries_;  // a deque: an Entry's address stays while more are added
 };
 
 }  // namespace gemm_floor

@@ -51,11 +51,16 @@ def load() -> Native:
     from torch.utils.cpp_extension import load as load_extension
 
     root = find_onednn()
-    options = {"extra_cflags": ["-O3", "-fopenmp"], "extra_ldflags": ["-fopenmp"]}
+    # csrc/: the torch-free headers the benchmark shares with the extension (cpu/row_stride.h).
+    options = {
+        "extra_cflags": ["-O3", "-fopenmp"],
+        "extra_ldflags": ["-fopenmp"],
+        "extra_include_paths": [str(SOURCE.parents[1] / "csrc")],
+    }
     if root:
         # -I before torch's own include folder, which holds the headers of torch's (other)
         # bundled oneDNN: these must match the libdnnl this links.
-        options["extra_include_paths"] = [str(Path(root, "include"))]
+        options["extra_include_paths"].insert(0, str(Path(root, "include")))
         options["extra_cflags"].append("-DBENCH_WITH_ONEDNN")
         library = str(Path(root, "lib"))
         options["extra_ldflags"] += [f"-L{library}", "-ldnnl", f"-Wl,-rpath,{library}"]

@@ -25,6 +25,7 @@
 #include "../layer/layer.h"
 #include "buffer_pool.h"
 #include "native_dot.h"
+#include "row_stride.h"
 
 #ifdef RNNKERNELS_WITH_ONEDNN
 #include "onednn_gemm.h"

@@ -2,6 +2,7 @@
 
 #include "buffer_pool.h"
 #include "environment.h"
+#include "row_stride.h"
 
 #include <ATen/Parallel.h>
 #include <c10/util/hash.h>
