@@ -522,3 +522,52 @@ def test_bfloat16_activations_are_within_2e_4_before_their_rounding():
         assert _rnn_tanh_of(torch.tensor([-value]), torch.bfloat16)[0].item() == -1.0
     special = torch.tensor([float("inf"), float("-inf")])
     assert _lstm_sigmoid_of(special, torch.bfloat16)[0].tolist() == [1.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A batch of one across threads
+
+
+def _batch_of_one_results(module, x, state):
+    output, final = module(x, state)
+    loss = output.float().square().sum() + sum(s.float().sum() for s in
+                                               (final if isinstance(final, tuple) else (final,)))
+    loss.backward()
+    return [output, final, x.grad, *(p.grad for p in module.parameters())]
+
+
+@pytest.mark.parametrize("name,kwargs", [("LSTM", {}), ("GRU", {}), ("RNN", {}),
+                                         ("RNN", {"nonlinearity": "relu"})])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_batch_of_one_split_by_units_across_threads(name, kwargs, dtype, assert_close):
+    """A batch of one, whose hidden units the CPU splits between two threads where a step's
+    GEMM is large enough (H = 256 and 10 steps pass csrc/cpu/backend.h's thresholds for every
+    kind), both directions: outputs, final states and every gradient agree with the same layer
+    on one thread (each unit's products are summed in the same order either way) and, in
+    float32 and float64, with torch.nn's."""
+    hidden = 256
+    torch.manual_seed(0)
+    reference = getattr(nn, name)(48, hidden, bidirectional=True, **kwargs).to(dtype)
+    ours = getattr(rnnkernels, name)(48, hidden, bidirectional=True, **kwargs).to(dtype)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(10, 1, 48, dtype=dtype)
+    h0 = torch.randn(2, 1, hidden, dtype=dtype)
+    state = (h0, torch.randn(2, 1, hidden, dtype=dtype)) if name == "LSTM" else h0
+    threads = torch.get_num_threads()
+
+    def run(module, count):
+        module.zero_grad()
+        torch.set_num_threads(count)
+        try:
+            return _batch_of_one_results(module, x.clone().requires_grad_(), state)
+        finally:
+            torch.set_num_threads(threads)
+
+    split = run(ours, 2)
+    whole = run(ours, 1)
+    for got, want in zip(split, whole):
+        for a, b in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(a, b)
+    if dtype != torch.bfloat16:
+        assert_close(split, run(reference, 2))

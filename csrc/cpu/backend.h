@@ -3,7 +3,7 @@
 // the build found oneDNN, and for the half types where the CPU has dot products for them,
 // onednn_gemm.h; ATen's, MKL, otherwise and for float64; float32's on widened half-type operands
 // where the CPU has no such dot products) and
-// the threading: how many batch slices run at once.
+// the threading: what slices of the batch, or of a batch of one's units, run at once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,18 +12,25 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
 #include <optional>
+#include <thread>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../kernels/params.h"
 #include "../layer/aten_gemm.h"
 #include "../layer/layer.h"
 #include "buffer_pool.h"
+#include "gemv.h"
 #include "native_dot.h"
 #include "row_stride.h"
 
@@ -62,13 +69,49 @@ constexpr int64_t kMinOneDnnWork = int64_t{1} << 18;
 // matmul primitive with a prepacked weight, minus the packing.
 constexpr int64_t kMaxSmallGemmRows = 2;
 
-// float32's per-step GEMM: a oneDNN matmul primitive, or dnnl_sgemm for a recurrence too small
-// to repay one.
+// float32's per-step GEMM of one row, where every step has one (gemv.h). The weight may be a
+// view with rows of unit stride.
+class CPUFloatGemv {
+ public:
+  CPUFloatGemv(const at::Tensor& weight, bool transposed, int64_t /*a_stride*/,
+               int64_t /*max_rows*/, int64_t /*steps*/, bool accumulate)
+      : weight_(weight.data_ptr<float>()),
+        ld_(weight.stride(0)),
+        k_(transposed ? weight.size(1) : weight.size(0)),
+        n_(transposed ? weight.size(0) : weight.size(1)),
+        transposed_(transposed),
+        accumulate_(accumulate) {
+    TORCH_CHECK(weight.dim() == 2 && (weight.stride(1) == 1 || weight.size(1) <= 1),
+                "CPUFloatGemv: expected a 2-D weight with rows of unit stride, got strides ",
+                weight.strides());
+  }
+
+  void run(const float* a, float* c, int64_t rows) {
+    TORCH_INTERNAL_ASSERT(rows <= 1, "CPUFloatGemv: one row a step, got ", rows);
+    if (rows == 0) return;
+    if (transposed_) {
+      gemv_rows(a, weight_, ld_, k_, n_, c, accumulate_);
+    } else {
+      gemv_columns(a, weight_, ld_, k_, n_, c, accumulate_);
+    }
+  }
+
+ private:
+  const float* weight_;
+  int64_t ld_, k_, n_;
+  bool transposed_, accumulate_;
+};
+
+// float32's per-step GEMM: a oneDNN matmul primitive, dnnl_sgemm for a recurrence too small to
+// repay one, or for a single row a matrix-vector product (CPUFloatGemv).
 class CPUFloatRecurrentGemm {
  public:
   CPUFloatRecurrentGemm(const at::Tensor& weight, bool transposed, int64_t a_stride,
                         int64_t max_rows, int64_t steps, bool accumulate) {
-    if (max_rows > kMaxSmallGemmRows && steps * max_rows * weight.numel() >= kMinOneDnnWork) {
+    if (max_rows <= 1) {
+      gemv_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
+    } else if (max_rows > kMaxSmallGemmRows &&
+               steps * max_rows * weight.numel() >= kMinOneDnnWork) {
       onednn_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
     } else {
       small_.emplace(weight, transposed, a_stride, max_rows, steps, accumulate);
@@ -76,7 +119,9 @@ class CPUFloatRecurrentGemm {
   }
 
   void run(const float* a, float* c, int64_t rows) {
-    if (onednn_) {
+    if (gemv_) {
+      gemv_->run(a, c, rows);
+    } else if (onednn_) {
       onednn_->run(a, c, rows);
     } else {
       small_->run(a, c, rows);
@@ -84,6 +129,7 @@ class CPUFloatRecurrentGemm {
   }
 
  private:
+  std::optional<CPUFloatGemv> gemv_;
   std::optional<OneDnnRecurrentGemm<float>> onednn_;
   std::optional<OneDnnSmallGemm> small_;
 };
@@ -199,6 +245,47 @@ struct CPURecurrentGemm<c10::Half> {
   using type = CPUHalfRecurrentGemm<c10::Half>;
 };
 
+// A barrier among a team of threads, which spin while they wait: a step's wait lasts a
+// microsecond or so, less than putting a thread to sleep and waking it costs. After a few
+// thousand spins a waiting thread yields its core, should the machine run more threads than it
+// has cores. A thread that leaves by an exception abandons the barrier, and the others' waits
+// then throw Broken instead of waiting for it forever.
+class StepBarrier {
+ public:
+  struct Broken {};
+
+  // Before any thread waits.
+  void reset(int64_t threads) { threads_ = threads; }
+
+  void wait() {
+    const uint32_t generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (abandoned_.load(std::memory_order_relaxed)) throw Broken{};
+      if (spins < kSpins) {
+#if defined(__x86_64__)
+        _mm_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+  void abandon() { abandoned_.store(true, std::memory_order_relaxed); }
+
+ private:
+  static constexpr int kSpins = 1 << 12;
+  int64_t threads_ = 1;
+  std::atomic<int64_t> arrived_{0};
+  std::atomic<uint32_t> generation_{0};
+  std::atomic<bool> abandoned_{false};
+};
+
 // One core's L2 cache, as the C library reports it (0 where it does not).
 inline int64_t l2_cache_bytes() {
 #ifdef _SC_LEVEL2_CACHE_SIZE
@@ -258,17 +345,19 @@ struct CPUBackend {
     return aten_addmm(bias, a, b);
   }
 
-  // The CPU's threading, from the step's size: one slice per thread, each walking every step of
-  // its rows alone, so that the per-step GEMMs and pointwise passes run single-threaded, with no
-  // barrier per step. Splitting each step's GEMM across threads instead costs two
-  // synchronisations a step, which dominate small steps, but lets each thread keep its part of
-  // the weight in cache, which wins for large steps: so a step of 2^22 multiply-adds or more
-  // stays whole (docs/DESIGN.md, "CPU backend"), and so does a batch of one. A half type's
-  // native GEMMs (AMX) run several times faster than float32's, which moves that point up
-  // to 2^25. Where the whole recurrent weight fits in half of a core's L2 cache, each thread
-  // keeps it there anyway, and a step is sliced at any size.
+  // The CPU's threading, from the step's size: one slice of the batch per thread, each walking
+  // every step of its rows alone, so that the per-step GEMMs and pointwise passes run
+  // single-threaded, with no barrier per step. Splitting each step's GEMM across threads instead
+  // costs two synchronisations a step, which dominate small steps, but lets each thread keep its
+  // part of the weight in cache, which wins for large steps: so a step of 2^22 multiply-adds or
+  // more stays whole (docs/DESIGN.md, "CPU backend"). A half type's native GEMMs (AMX) run
+  // several times faster than float32's, which moves that point up to 2^25. Where the whole
+  // recurrent weight fits in half of a core's L2 cache, each thread keeps it there anyway, and a
+  // step is sliced at any size. A batch of one, which has no rows to slice, splits its hidden
+  // units across the threads instead (split_units), where its step is large enough to repay a
+  // barrier a step.
   template <typename F>
-  static void for_each_batch_slice(const StepProblem& problem, const F& body) {
+  static void for_each_slice(const StepProblem& problem, const F& body) {
     const bool native_half = is_half(problem.dtype) && has_native_dot(problem.dtype);
     const int64_t max_sliced_step_macs = int64_t{1} << (native_half ? 25 : 22);
     const int64_t batch = problem.batch;
@@ -281,32 +370,101 @@ struct CPUBackend {
         is_half(problem.dtype) && !native_half ? at::kFloat : problem.dtype;
     const int64_t weight_bytes = problem.gate_width * problem.state_width *
                                  static_cast<int64_t>(c10::elementSize(gemm_type));
-    int64_t slices =
-        at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), batch);
-    if (step_macs >= max_sliced_step_macs && 2 * weight_bytes > l2_cache_bytes()) slices = 1;
-    if (slices <= 1) {
-      body(0, batch);
+    const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+    if (batch == 1 && threads > 1 && problem.separable_units &&
+        step_macs >= kMinUnitSplitStepMacs && step_macs * problem.steps >= kMinUnitSplitLayerMacs) {
+      split_units(problem, threads, body);
       return;
     }
-    // What the ATen calls in body need of the caller's thread-local state: its dispatch keys
-    // (below autograd) and grad mode. Not all of it: at::ThreadLocalState holds the Python
-    // objects of saved-tensor hooks, which a worker thread cannot copy without the GIL that the
-    // caller holds while it waits here.
-    const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
-    const c10::AutogradState autograd = c10::AutogradState::get_tls_state();
+    int64_t slices = std::min<int64_t>(threads, batch);
+    if (step_macs >= max_sliced_step_macs && 2 * weight_bytes > l2_cache_bytes()) slices = 1;
+    if (slices <= 1) {
+      body(StepSlice{0, batch, 0, problem.hidden, {}});
+      return;
+    }
+    const WorkerState worker;
     at::parallel_for(0, slices, 1, [&](int64_t first, int64_t last) {
-      const c10::impl::ForceDispatchKeyGuard key_guard(keys);
-      const AutogradStateGuard autograd_guard(autograd);
+      worker.run([&] {
+        for (int64_t slice = first; slice < last; ++slice) {
+          body(StepSlice{slice * batch / slices, (slice + 1) * batch / slices, 0, problem.hidden,
+                         {}});
+        }
+      });
+    });
+  }
+
+ private:
+  // A batch of one splits its units where its step's GEMM has 2^16 multiply-adds or more and
+  // the layer's 2^19 or more. Split, a step gains about half its matrix-vector product's time
+  // and pays a barrier; a layer pays a few microseconds to start its threads. Measured on the
+  // 2-core Xeon (2026-12-01, float32 inference, T = 20 against T = 1 or 2 threads against one):
+  // a step gained 0.7 us at 2^16 (LSTM, H = 128), about nothing at 49152 (GRU, H = 128) and lost
+  // below; a layer of one step lost 5 us at 2^16 (docs/DESIGN.md, "CPU backend").
+  static constexpr int64_t kMinUnitSplitStepMacs = int64_t{1} << 16;
+  static constexpr int64_t kMinUnitSplitLayerMacs = int64_t{1} << 19;
+
+  // What a slice's thread takes of the caller's thread-local state: its dispatch keys (below
+  // autograd) and grad mode. Not all of it: at::ThreadLocalState holds the Python objects of
+  // saved-tensor hooks, which a worker thread cannot copy without the GIL that the caller holds
+  // while it waits for the workers.
+  class WorkerState {
+   public:
+    WorkerState()
+        : keys_(c10::impl::tls_local_dispatch_key_set()),
+          autograd_(c10::AutogradState::get_tls_state()) {}
+
+    template <typename F>
+    void run(const F& f) const {
+      const c10::impl::ForceDispatchKeyGuard key_guard(keys_);
+      const AutogradStateGuard autograd_guard(autograd_);
 #ifdef _OPENMP
       // Regions nested in this one get a single thread anyway. Saying so (this thread's own
       // setting, for the rest of this region) lets oneDNN plan its GEMMs for one thread and run
       // them inline; otherwise it opens a nested region around each, at a cost every step.
       omp_set_num_threads(1);
 #endif
-      for (int64_t slice = first; slice < last; ++slice) {
-        body(slice * batch / slices, (slice + 1) * batch / slices);
+      f();
+    }
+
+   private:
+    c10::impl::LocalDispatchKeySet keys_;
+    c10::AutogradState autograd_;
+  };
+
+  // A batch of one over the team's threads, each taking a slice of the hidden units (whole
+  // cache lines of float32, 16 units, where the division allows) and meeting the others at a
+  // StepBarrier every step. The slices have to run at once, one per thread, so this takes an
+  // OpenMP team of its own rather than at::parallel_for, which may run several chunks on one
+  // thread; without OpenMP the batch runs whole.
+  template <typename F>
+  static void split_units(const StepProblem& problem, int64_t threads, const F& body) {
+#ifdef _OPENMP
+    const WorkerState worker;
+    StepBarrier barrier;
+    std::exception_ptr error;
+#pragma omp parallel num_threads(static_cast<int>(threads))
+    {
+      const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
+#pragma omp single
+      barrier.reset(team);
+      const auto bound = [&](int64_t i) {
+        return i == team ? problem.hidden : problem.hidden * i / team / 16 * 16;
+      };
+      try {
+        worker.run([&] {
+          body(StepSlice{0, 1, bound(id), bound(id + 1), [&] { barrier.wait(); }});
+        });
+      } catch (const StepBarrier::Broken&) {
+      } catch (...) {
+        barrier.abandon();
+#pragma omp critical(rnnkernels_split_units)
+        if (!error) error = std::current_exception();
       }
-    });
+    }
+    if (error) std::rethrow_exception(error);
+#else
+    body(StepSlice{0, 1, 0, problem.hidden, {}});
+#endif
   }
 };
 

@@ -1,6 +1,8 @@
-// CPUBackend: runs each pointwise step with the widest instruction set that both this build and
-// the CPU support, as ATen does (at::get_cpu_capability, which also honours ATEN_CPU_CAPABILITY).
+// CPUBackend: runs each pointwise step, and the matrix-vector products of gemv.h, with the widest
+// instruction set that both this build and the CPU support, as ATen does (at::get_cpu_capability,
+// which also honours ATEN_CPU_CAPABILITY).
 #include "backend.h"
+#include "gemv.h"
 
 #include "../build_info.h"
 #include "../kernels/cell_list.h"
@@ -20,6 +22,8 @@ namespace rnnkernels {
   void forward(const StepForwardParams<T>&);                           \
   template <typename Cell, typename T>                                 \
   void backward(const StepBackwardParams<T>&);                         \
+  void gemv_rows(const float*, const float*, int64_t, int64_t, int64_t, float*, bool);    \
+  void gemv_columns(const float*, const float*, int64_t, int64_t, int64_t, float*, bool); \
   }
 
 RNNKERNELS_DECLARE_POINTWISE(isa_default)
@@ -80,6 +84,14 @@ void CPUBackend::forward(const StepForwardParams<T>& p) {
 template <typename Cell, typename T>
 void CPUBackend::backward(const StepBackwardParams<T>& p) {
   RNNKERNELS_CALL_ISA(template backward<Cell, T>(p))
+}
+void gemv_rows(const float* x, const float* w, int64_t ld, int64_t k, int64_t n, float* y,
+               bool accumulate) {
+  RNNKERNELS_CALL_ISA(gemv_rows(x, w, ld, k, n, y, accumulate))
+}
+void gemv_columns(const float* x, const float* w, int64_t ld, int64_t k, int64_t n, float* y,
+                  bool accumulate) {
+  RNNKERNELS_CALL_ISA(gemv_columns(x, w, ld, k, n, y, accumulate))
 }
 #undef RNNKERNELS_CALL_ISA
 

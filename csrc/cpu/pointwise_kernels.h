@@ -236,24 +236,25 @@ struct PairMath {
 #undef RNNKERNELS_ON_BOTH
 };
 
-// Calls body(row, unit, lanes) for every chunk of `width` units (the last of a row narrower) of
-// every row. The chunks are independent, so they split across threads, by rows and within rows
-// (a batch of one still splits). The grain, 1024 units in whole chunks, keeps a split's work well
-// above the cost of waking a thread: a unit is a few dozen flops. A split finds its first
-// chunk's row by one division and then steps along; a division per chunk cost the bfloat16 RNN
-// (50, 128, 128) 2-15% of its inference (docs/DESIGN.md, "CPU backend").
+// Calls body(row, unit, lanes) for every chunk of `width` units of [unit_begin, unit_end) (the
+// last of a row narrower) of every row. The chunks are independent, so they split across
+// threads, by rows and within rows (a batch of one still splits). The grain, 1024 units in whole
+// chunks, keeps a split's work well above the cost of waking a thread: a unit is a few dozen
+// flops. A split finds its first chunk's row by one division and then steps along; a division
+// per chunk cost the bfloat16 RNN (50, 128, 128) 2-15% of its inference (docs/DESIGN.md, "CPU
+// backend").
 template <int64_t width, typename Body>
-void for_each_chunk(int64_t batch, int64_t hidden, const Body& body) {
+void for_each_chunk(int64_t batch, int64_t unit_begin, int64_t unit_end, const Body& body) {
   constexpr int64_t grain = 1024 / width;
-  const int64_t chunks_per_row = (hidden + width - 1) / width;
+  const int64_t chunks_per_row = (unit_end - unit_begin + width - 1) / width;
   at::parallel_for(0, batch * chunks_per_row, grain, [&](int64_t begin, int64_t end) {
     int64_t row = begin / chunks_per_row;
-    int64_t unit = (begin - row * chunks_per_row) * width;
+    int64_t unit = unit_begin + (begin - row * chunks_per_row) * width;
     for (int64_t chunk = begin; chunk < end; ++chunk) {
-      body(row, unit, std::min(width, hidden - unit));
+      body(row, unit, std::min(width, unit_end - unit));
       unit += width;
-      if (unit >= hidden) {
-        unit = 0;
+      if (unit >= unit_end) {
+        unit = unit_begin;
         ++row;
       }
     }
@@ -337,8 +338,9 @@ void run(const typename Direction::template Params<T>& p) {
       }
     });
   } else {
-    for_each_chunk<PairIO<T>::width>(p.rows, p.hidden, [&](int64_t row, int64_t unit,
-                                                            int64_t lanes) {
+    for_each_chunk<PairIO<T>::width>(p.rows, p.unit_begin, p.unit_end, [&](int64_t row,
+                                                                            int64_t unit,
+                                                                            int64_t lanes) {
       Direction::template run<Cell>(Step<Cell, T, PairIO<T>, Params>(p, row, unit,
                                                                      PairIO<T>{lanes}));
     });

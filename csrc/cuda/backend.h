@@ -82,8 +82,8 @@ struct KernelBackend {
   }
 
   template <typename F>
-  static void for_each_batch_slice(const StepProblem& problem, const F& body) {
-    body(0, problem.batch);
+  static void for_each_slice(const StepProblem& problem, const F& body) {
+    body(StepSlice{0, problem.batch, 0, problem.hidden, {}});
   }
 };
 

@@ -37,6 +37,10 @@ struct StepParams {
   int64_t rows;                     // rows active this step
   int64_t hidden;                   // H
   int64_t gate_stride;              // the gate buffers' row stride, G*H or more
+  int64_t unit_begin, unit_end;     // the units of each row this call runs: [0, H) but on the
+                                    // CPU for a batch split by units (layer.h's StepSlice),
+                                    // which only element-wise cells get; the CUDA drivers and
+                                    // row-wise cells always run whole rows
   T* output;                        // [rows, H] forward: out (h_t), or nullptr (a projection writes
                                     // the output); backward: in, h_t as the forward wrote it
   T* reserve;                       // [rows, R*H] forward: out, or nullptr (inference);

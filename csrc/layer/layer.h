@@ -16,10 +16,9 @@
 //     // [rows, width] with the row stride the backend's GEMMs read best, width or more: for the
 //     // buffers a weight gradient reads transposed
 //   template <typename F>
-//   static void for_each_batch_slice(const StepProblem& problem, const F& body);
-//     // body(begin, end) over slices of the batch rows [0, problem.batch), which the backend may
-//     // run concurrently: a sequence's recurrence reads only its own rows, so each slice walks
-//     // every step of its rows alone. How many slices is the backend's choice.
+//   static void for_each_slice(const StepProblem& problem, const F& body);
+//     // body(const StepSlice&) over slices of the step's work (below), which the backend may
+//     // run concurrently, one thread each. How many slices, and of what, is the backend's choice.
 // Everything else is ATen on the tensors' device; nothing here reads device memory, so there is
 // no host synchronisation.
 //
@@ -37,6 +36,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -64,11 +65,35 @@ struct LayerGrads {
 
 // A step's size, from which a backend picks its threading (csrc/cpu/backend.h).
 struct StepProblem {
+  int64_t steps;         // T
   int64_t batch;         // B: rows of the widest step
+  int64_t hidden;        // H
   int64_t gate_width;    // G*H: columns of the step's GEMM
   int64_t state_width;   // P: its inner dimension
   bool dense;            // whether a step has a GEMM at all
+  bool separable_units;  // whether a batch of one may be split by hidden units (StepSlice)
   at::ScalarType dtype;  // the layer's: how fast its GEMMs run
+};
+
+// What one thread runs of every step of a layer: the batch rows [begin, end) and, of those, the
+// hidden units [unit_begin, unit_end).
+// - Slices of the batch take every unit. They are independent: a sequence's recurrence reads
+//   only its own rows, so each slice walks every step of its rows alone.
+// - Slices of the units, for a batch of one only (begin 0, end 1), share the row. A step's
+//   recurrent GEMM reads all of h_{t-1} (forward) or all of the step's gate gradients
+//   (backward), which every slice writes a part of: each step ends with sync(), a barrier
+//   among them. Each slice's GEMM covers its own units (SliceRecurrentGemm), its pointwise pass
+//   its own units of every gate and state, so only element-wise cells without a projection or a
+//   recurrent mask qualify (StepProblem::separable_units).
+struct StepSlice {
+  int64_t begin, end;
+  int64_t unit_begin, unit_end;
+  std::function<void()> barrier;  // set for slices of the units, and only for them
+
+  bool splits_units() const { return static_cast<bool>(barrier); }
+  void sync() const {
+    if (barrier) barrier();
+  }
 };
 
 namespace layer_detail {
@@ -151,11 +176,14 @@ StepInputs step_inputs(const LayerArgs& args, int64_t hidden) {
 // `offset`: the step's first packed row, where a per-row input's rows start.
 template <typename T, typename Params>
 Params step_params(int64_t rows, int64_t offset, int64_t hidden, int64_t gate_stride,
-                   const StepInputs& inputs, const std::vector<double>& scalars) {
+                   const StepSlice& slice, const StepInputs& inputs,
+                   const std::vector<double>& scalars) {
   Params p = {};
   p.rows = rows;
   p.hidden = hidden;
   p.gate_stride = gate_stride;
+  p.unit_begin = slice.unit_begin;
+  p.unit_end = slice.unit_end;
   for (size_t i = 0; i < inputs.tensors.size(); ++i) {
     T* data = data_or_null<T>(inputs.tensors[i]);
     if (data != nullptr && inputs.per_row[i]) data += offset * inputs.widths[i];
@@ -165,14 +193,21 @@ Params step_params(int64_t rows, int64_t offset, int64_t hidden, int64_t gate_st
   return p;
 }
 
-// Copies h_{t-1} of step t's rows among the batch rows [begin, end) into `h_prev` ([N, P], rows
-// of step t): rows that continue come from the previous step's output rows, rows that start here
-// from h0.
+// Copies h_{t-1} of step t's rows among the slice's rows into `h_prev` ([N, P], rows of step t):
+// rows that continue come from the previous step's output rows, rows that start here from h0. A
+// slice of the units copies its units (of the batch of one's row).
 template <typename Backend, typename T>
-void gather_previous_state(const StepSchedule& schedule, int64_t t, int64_t begin, int64_t end,
+void gather_previous_state(const StepSchedule& schedule, int64_t t, const StepSlice& slice,
                            const T* output, const T* h0, T* h_prev, int64_t width) {
-  const int64_t rows = schedule.rows_in(t, begin, end);
-  const int64_t continuing = schedule.continuing_in(t, begin, end);
+  const int64_t begin = slice.begin;
+  const int64_t rows = schedule.rows_in(t, begin, slice.end);
+  const int64_t continuing = schedule.continuing_in(t, begin, slice.end);
+  if (slice.splits_units()) {
+    const T* src = continuing > 0 ? output + schedule.offset(schedule.previous(t)) * width : h0;
+    Backend::copy(h_prev + schedule.offset(t) * width + slice.unit_begin,
+                  src + slice.unit_begin, slice.unit_end - slice.unit_begin);
+    return;
+  }
   T* dst = h_prev + (schedule.offset(t) + begin) * width;
   if (continuing > 0) {
     Backend::copy(dst, output + (schedule.offset(schedule.previous(t)) + begin) * width,
@@ -184,20 +219,68 @@ void gather_previous_state(const StepSchedule& schedule, int64_t t, int64_t begi
   }
 }
 
-// The per-step GEMMs of one batch slice: the recurrent one where the recurrence is dense
-// (forward: h_{t-1} W_hh^T; backward: dL/d hidden_gates W_hh, added to what the step left with
-// `accumulate`) and the projection's where there is one (h W_hr^T; dL/dh W_hr). Their left
-// operands' row strides: the backward's are the strides of its gate gradients and of dL/dh.
-template <typename Gemm>
+// A slice's recurrent GEMM (forward: h_{t-1} W_hh^T; backward: dL/d hidden_gates W_hh, added to
+// what the step left with `accumulate`), taking and giving whole rows. A slice of the units
+// multiplies by its units' part of W_hh, views of it: the forward by their rows of each gate,
+// one GEMM a gate, writing its units' columns of the gates; the backward by their columns,
+// writing its units of dL/dh_{t-1}. A slice of the units has one row, which is what lets a
+// GEMM write its columns of the row as if they were whole rows.
+template <typename Backend, typename T>
+class SliceRecurrentGemm {
+  using Gemm = typename Backend::template RecurrentGemm<T>;
+
+ public:
+  SliceRecurrentGemm(const at::Tensor& w_hh, bool forward, bool accumulate, int64_t a_stride,
+                     int64_t rows, int64_t steps, const StepSlice& slice, int64_t hidden) {
+    const auto add = [&](const at::Tensor& weight, int64_t column) {
+      parts_.push_back(
+          {std::make_unique<Gemm>(weight, /*transposed=*/forward, a_stride, rows, steps,
+                                  accumulate),
+           column});
+    };
+    if (!slice.splits_units()) {
+      add(w_hh, 0);
+      return;
+    }
+    TORCH_INTERNAL_ASSERT(rows == 1, "a slice of the units has one row, got ", rows);
+    const int64_t units = slice.unit_end - slice.unit_begin;
+    if (!forward) {
+      add(w_hh.narrow(1, slice.unit_begin, units), slice.unit_begin);
+      return;
+    }
+    for (int64_t gate = 0; gate < w_hh.size(0) / hidden; ++gate) {
+      const int64_t column = gate * hidden + slice.unit_begin;
+      add(w_hh.narrow(0, column, units), column);
+    }
+  }
+
+  void run(const T* a, T* c, int64_t rows) {
+    for (Part& part : parts_) part.gemm->run(a, c + part.column, rows);
+  }
+
+ private:
+  struct Part {
+    std::unique_ptr<Gemm> gemm;
+    int64_t column;  // where its results go in a row of the whole GEMM's
+  };
+  std::vector<Part> parts_;
+};
+
+// The per-step GEMMs of one slice: the recurrent one where the recurrence is dense and the
+// projection's where there is one (h W_hr^T; dL/dh W_hr). Their left operands' row strides: the
+// backward's are the strides of its gate gradients and of dL/dh.
+template <typename Backend, typename T>
 struct SliceGemms {
-  std::optional<Gemm> recurrent, projection;
+  std::optional<SliceRecurrentGemm<Backend, T>> recurrent;
+  std::optional<typename Backend::template RecurrentGemm<T>> projection;
 
   SliceGemms(const LayerArgs& args, const OptionalTensor& w_hr, bool dense, bool forward,
-             bool accumulate, int64_t rows, int64_t steps, int64_t recurrent_stride,
-             int64_t projection_stride) {
+             bool accumulate, const StepSlice& slice, int64_t steps, int64_t recurrent_stride,
+             int64_t projection_stride, int64_t hidden) {
+    const int64_t rows = slice.end - slice.begin;
     if (dense) {
-      recurrent.emplace(args.w_hh(), /*transposed=*/forward, recurrent_stride, rows, steps,
-                        accumulate);
+      recurrent.emplace(args.w_hh(), forward, accumulate, recurrent_stride, rows, steps, slice,
+                        hidden);
     }
     if (w_hr.has_value()) {
       projection.emplace(*w_hr, /*transposed=*/forward, projection_stride, rows, steps,
@@ -320,11 +403,14 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.input.scalar_type(),
                                   "layer_forward", [&] {
-    using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
-    const StepProblem problem{s.batch, G * H, s.state, dense, args.input.scalar_type()};
-    Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
-      Gemms gemms(args, w_hr, dense, /*forward=*/true, /*accumulate=*/false, end - begin,
-                  schedule.steps(), s.state, H);
+    const StepProblem problem{schedule.steps(), s.batch, H, G * H, s.state, dense,
+                              !Cell::kRowwise && !projected && !mask.present(),
+                              args.input.scalar_type()};
+    Backend::for_each_slice(problem, [&](const StepSlice& slice) {
+      const int64_t begin = slice.begin, end = slice.end;
+      SliceGemms<Backend, scalar_t> gemms(args, w_hr, dense, /*forward=*/true,
+                                          /*accumulate=*/false, slice, schedule.steps(),
+                                          s.state, H, H);
       scalar_t* h_rows = states[0].data_ptr<scalar_t>() + begin * s.state;
       scalar_t* unprojected_rows = projected ? unprojected.data_ptr<scalar_t>() + begin * H
                                              : nullptr;
@@ -336,12 +422,20 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
         if (rows == 0) continue;
         const int64_t offset = schedule.offset(t) + begin;
         if (dense) {
-          gemms.recurrent->run(
-              mask.present() ? mask.masked<scalar_t>(states[0], begin, rows) : h_rows,
-              hidden_gate_rows, rows);
+          // h_{t-1}: the slice's rows of h, which the step overwrites. A slice of the units
+          // reads all of the row, which the other slices overwrite meanwhile, so it reads h0 as
+          // it came and then the previous step's output.
+          const scalar_t* h_previous =
+              mask.present() ? mask.masked<scalar_t>(states[0], begin, rows) : h_rows;
+          if (slice.splits_units()) {
+            h_previous = k == 0 ? args.states[0].data_ptr<scalar_t>()
+                                : output.data_ptr<scalar_t>() +
+                                      schedule.offset(schedule.previous(t)) * s.state;
+          }
+          gemms.recurrent->run(h_previous, hidden_gate_rows, rows);
         }
-        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(rows, offset, H, G * H,
-                                                                     inputs, args.scalars);
+        auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(
+            rows, offset, H, G * H, slice, inputs, args.scalars);
         p.input_gates = input_gates.data_ptr<scalar_t>() + offset * G * H;
         p.hidden_gates = hidden_gate_rows;
         p.states[0] = projected ? unprojected_rows : h_rows;
@@ -356,6 +450,7 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
           gemms.projection->run(unprojected_rows, out_rows, rows);
           Backend::copy(h_rows, out_rows, rows * s.state);
         }
+        slice.sync();
       }
     });
   });
@@ -424,14 +519,16 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "layer_backward", [&] {
-    using Gemms = SliceGemms<typename Backend::template RecurrentGemm<scalar_t>>;
-    const StepProblem problem{s.batch, G * H, s.state, dense, input.scalar_type()};
-    Backend::for_each_batch_slice(problem, [&](int64_t begin, int64_t end) {
+    const StepProblem problem{schedule.steps(), s.batch, H, G * H, s.state, dense,
+                              !Cell::kRowwise && !projected && !mask.present(),
+                              input.scalar_type()};
+    Backend::for_each_slice(problem, [&](const StepSlice& slice) {
+      const int64_t begin = slice.begin, end = slice.end;
       // Accumulates where the pointwise pass leaves a part of dL/dh_{t-1}, unless a mask comes
       // between.
-      Gemms gemms(args, w_hr, dense, /*forward=*/false,
-                  Cell::kDirectHiddenGrad && !mask.present(), end - begin, schedule.steps(),
-                  gate_stride, projected ? grad_h_rows.stride(0) : s.state);
+      SliceGemms<Backend, scalar_t> gemms(
+          args, w_hr, dense, /*forward=*/false, Cell::kDirectHiddenGrad && !mask.present(),
+          slice, schedule.steps(), gate_stride, projected ? grad_h_rows.stride(0) : s.state, H);
       scalar_t* grad_h_carried = grads[0].data_ptr<scalar_t>() + begin * s.state;
       for (int64_t k = schedule.steps() - 1; k >= 0; --k) {
         const int64_t t = schedule.step(k);
@@ -439,11 +536,11 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
         if (rows == 0) continue;
         const int64_t offset = schedule.offset(t) + begin;
         const int64_t continuing = schedule.continuing_in(t, begin, end);
-        gather_previous_state<Backend>(schedule, t, begin, end, output.data_ptr<scalar_t>(),
+        gather_previous_state<Backend>(schedule, t, slice, output.data_ptr<scalar_t>(),
                                        args.states[0].data_ptr<scalar_t>(),
                                        h_prev.data_ptr<scalar_t>(), s.state);
         auto p = step_params<scalar_t, StepBackwardParams<scalar_t>>(
-            rows, offset, H, gate_stride, inputs, args.scalars);
+            rows, offset, H, gate_stride, slice, inputs, args.scalars);
         p.reserve = R > 0 ? reserve.data_ptr<scalar_t>() + offset * R * H : nullptr;
         p.continuing = continuing;
         p.reserve_previous =
@@ -477,6 +574,8 @@ LayerGrads layer_backward(const LayerArgs& args, const at::Tensor& grad_output,
           p.h_previous = h_prev.data_ptr<scalar_t>() + offset * H;
         }
         Backend::template backward<Cell>(p);
+        // The step's gate gradients are whole: a slice of the units multiplies all of them.
+        slice.sync();
         if (dense && mask.present()) {
           gemms.recurrent->run(p.grad_hidden_gates, mask.gemm_output<scalar_t>(begin), rows);
           mask.carry(grads[0], begin, rows, Cell::kDirectHiddenGrad);
