@@ -396,10 +396,8 @@ struct CPUBackend {
  private:
   // A batch of one splits its units where its step's GEMM has 2^16 multiply-adds or more and
   // the layer's 2^19 or more. Split, a step gains about half its matrix-vector product's time
-  // and pays a barrier; a layer pays a few microseconds to start its threads. Measured on the
-  // 2-core Xeon (2026-12-01, float32 inference, T = 20 against T = 1 or 2 threads against one):
-  // a step gained 0.7 us at 2^16 (LSTM, H = 128), about nothing at 49152 (GRU, H = 128) and lost
-  // below; a layer of one step lost 5 us at 2^16 (docs/DESIGN.md, "CPU backend").
+  // and pays a barrier; a layer pays a few microseconds to start its threads (docs/DESIGN.md,
+  // "CPU backend", a batch of one).
   static constexpr int64_t kMinUnitSplitStepMacs = int64_t{1} << 16;
   static constexpr int64_t kMinUnitSplitLayerMacs = int64_t{1} << 19;
 

@@ -426,12 +426,12 @@ LayerOutputs layer_forward(const LayerArgs& args, bool train) {
           // reads all of the row, which the other slices overwrite meanwhile, so it reads h0 as
           // it came and then the previous step's output.
           const scalar_t* h_previous =
-              mask.present() ? mask.masked<scalar_t>(states[0], begin, rows) : h_rows;
-          if (slice.splits_units()) {
-            h_previous = k == 0 ? args.states[0].data_ptr<scalar_t>()
-                                : output.data_ptr<scalar_t>() +
-                                      schedule.offset(schedule.previous(t)) * s.state;
-          }
+              !slice.splits_units() ? (mask.present()
+                                           ? mask.masked<scalar_t>(states[0], begin, rows)
+                                           : h_rows)
+              : k == 0 ? args.states[0].data_ptr<scalar_t>()
+                       : output.data_ptr<scalar_t>() +
+                             schedule.offset(schedule.previous(t)) * s.state;
           gemms.recurrent->run(h_previous, hidden_gate_rows, rows);
         }
         auto p = step_params<scalar_t, StepForwardParams<scalar_t>>(
